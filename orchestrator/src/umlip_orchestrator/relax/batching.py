@@ -1,0 +1,181 @@
+"""The client-side batcher and the ASE calculator that hands its requests to it.
+
+Each structure's ASE optimiser runs in its own worker thread. Its calculator does not
+compute anything: it posts the structure to a :class:`LockstepBarrier` and blocks. The
+thread driving the relaxation waits until every live worker is either blocked on a
+request or finished, sends all pending requests as one batch, and hands the results
+back. The numbers the calculator returns are exactly the evaluator's, so each structure
+follows the same trajectory as ASE's optimiser run alone on it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from umlip_orchestrator.evaluation import Evaluation, StructureFailed
+
+#: What a calculator asks for: a structure in, its evaluation (or failure) out.
+Request = Callable[[Atoms], Evaluation | StructureFailed]
+
+
+class RelaxationAborted(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised inside a worker thread when the driver stops the relaxation.
+
+    A ``BaseException`` so that no ``except Exception`` in ASE or user code swallows it.
+    """
+
+
+def plain_copy(atoms: Atoms) -> Atoms:
+    """Returns a copy of ``atoms`` without calculator and constraints.
+
+    What goes to the potential: a constraint (e.g. FixSymmetry) on the copy would make
+    an evaluator that calls ``get_forces()`` symmetrise twice.
+    """
+    copy = atoms.copy()
+    copy.calc = None
+    del copy.constraints
+    return copy
+
+
+class EvaluationCalculator(Calculator):
+    """ASE calculator returning a potential's numbers obtained through ``request``.
+
+    One instance per structure. ``request`` receives a constraint-free copy of the
+    structure and returns its :class:`Evaluation` (or :class:`StructureFailed`, which is
+    raised); with a :class:`LockstepBarrier` it blocks until the batch is evaluated.
+
+    Attributes:
+        last_atoms: the last structure evaluated successfully (a plain copy), or None.
+        last_evaluation: its evaluation, or None.
+    """
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "forces", "stress"]
+
+    def __init__(self, request: Request) -> None:
+        """Creates the calculator.
+
+        Args:
+            request: called with one structure per evaluation; may block.
+        """
+        super().__init__()
+        self._request = request
+        self.last_atoms: Atoms | None = None
+        self.last_evaluation: Evaluation | None = None
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        """Fills ``self.results`` with energy (eV), forces ((n, 3) eV/Å), stress ((6,) eV/Å^3).
+
+        Raises:
+            StructureFailed: the potential could not evaluate the structure.
+            ValueError: the evaluation has the wrong shape.
+        """
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        structure = plain_copy(self.atoms)
+        outcome = self._request(structure)
+        if isinstance(outcome, StructureFailed):
+            raise outcome
+        n_atoms = len(structure)
+        forces = np.array(outcome.forces, dtype=np.float64)
+        stress = np.array(outcome.stress, dtype=np.float64)
+        if forces.shape != (n_atoms, 3):
+            raise ValueError(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
+        if stress.shape != (6,):
+            raise ValueError(f"stress has shape {stress.shape}, expected (6,) Voigt")
+        self.results = {"energy": float(outcome.energy), "forces": forces, "stress": stress}
+        self.last_atoms = structure
+        self.last_evaluation = Evaluation(
+            energy=float(outcome.energy), forces=forces.copy(), stress=stress.copy()
+        )
+
+
+class LockstepBarrier:
+    """Collects one request per live worker, then lets the driver evaluate them at once.
+
+    Workers are identified by an integer slot. A worker is *running* from
+    :meth:`register` until it posts a request or finishes; the driver evaluates only when
+    no worker is running, so every batch holds every live structure.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running: set[int] = set()
+        self._pending: dict[int, Atoms] = {}
+        self._responses: dict[int, Evaluation | StructureFailed] = {}
+        self._finished: list[tuple[int, Any]] = []
+        self._aborted = False
+
+    # --- worker side -------------------------------------------------------------
+
+    def request(self, slot: int, atoms: Atoms) -> Evaluation | StructureFailed:
+        """Posts ``atoms`` for evaluation and blocks until the driver answers.
+
+        Raises:
+            RelaxationAborted: the driver stopped the relaxation.
+        """
+        with self._cond:
+            if self._aborted:
+                raise RelaxationAborted
+            self._pending[slot] = atoms
+            self._running.discard(slot)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._aborted or slot in self._responses)
+            if self._aborted:
+                raise RelaxationAborted
+            return self._responses.pop(slot)
+
+    def finish(self, slot: int, outcome: Any) -> None:
+        """Marks the worker done; ``outcome`` (unless None) goes to the driver."""
+        with self._cond:
+            self._running.discard(slot)
+            self._pending.pop(slot, None)
+            if outcome is not None:
+                self._finished.append((slot, outcome))
+            self._cond.notify_all()
+
+    def requester(self, slot: int) -> Request:
+        """Returns the ``request`` callable for the calculator of worker ``slot``."""
+        return lambda atoms: self.request(slot, atoms)
+
+    # --- driver side -------------------------------------------------------------
+
+    def register(self, slot: int) -> None:
+        """Counts worker ``slot`` as running; call before starting its thread."""
+        with self._cond:
+            self._running.add(slot)
+
+    def wait_until_idle(self) -> list[tuple[int, Any]]:
+        """Blocks until no worker is running; returns (and clears) the finished outcomes."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._running)
+            finished, self._finished = self._finished, []
+            return finished
+
+    def take_pending(self) -> dict[int, Atoms]:
+        """Returns (and clears) the pending requests, by slot."""
+        with self._cond:
+            pending, self._pending = self._pending, {}
+            return pending
+
+    def respond(self, outcomes: dict[int, Evaluation | StructureFailed]) -> None:
+        """Hands the evaluated batch back and wakes its workers."""
+        with self._cond:
+            self._running.update(outcomes)
+            self._responses.update(outcomes)
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Makes every blocked and future request raise :class:`RelaxationAborted`."""
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()

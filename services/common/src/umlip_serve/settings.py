@@ -1,0 +1,111 @@
+"""Server settings, read once per process from ``UMLIP_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from umlip_serve.errors import CalculatorSetupError
+
+_PREFIX = "UMLIP_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a potential server needs to know, validated on construction.
+
+    Attributes:
+        host: address to bind, e.g. "127.0.0.1" (UMLIP_HOST).
+        port: TCP port; 0 picks a free one (UMLIP_PORT).
+        port_file: if set, the bound port is written there once serving (UMLIP_PORT_FILE).
+        device: "cpu", "cuda", "cuda:1"... passed to the adapter (UMLIP_DEVICE).
+        dtype: "float32" or "float64" (UMLIP_DTYPE).
+        checkpoint: model name or local checkpoint path; "" = the adapter's default
+            (UMLIP_CHECKPOINT).
+        max_batch_atoms: most atoms in one Calculate call and in one merged model call
+            (UMLIP_MAX_BATCH_ATOMS).
+        batch_wait_ms: how long the dynamic batcher waits for more concurrent calls
+            before running a model call (UMLIP_BATCH_WAIT_MS).
+        dynamic_batching: merge concurrent calls into one model call; "0"/"false" runs
+            each call on its own (UMLIP_DYNAMIC_BATCHING).
+        grace_period_s: how long in-flight calls may finish after SIGTERM
+            (UMLIP_GRACE_PERIOD_S).
+        max_message_bytes: largest request/response message (UMLIP_MAX_MESSAGE_BYTES).
+        max_workers: gRPC handler threads (UMLIP_MAX_WORKERS).
+        torch_threads: intra-op threads for torch-based adapters (UMLIP_TORCH_THREADS).
+        log_level: Python logging level name (UMLIP_LOG_LEVEL).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    port_file: Path | None = None
+    device: str = "cpu"
+    dtype: str = "float64"
+    checkpoint: str = ""
+    max_batch_atoms: int = 20_000
+    batch_wait_ms: float = 2.0
+    dynamic_batching: bool = True
+    grace_period_s: float = 10.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_workers: int = 32
+    torch_threads: int = 1
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise CalculatorSetupError(f"UMLIP_PORT must be in 0..65535, got {self.port}")
+        if self.dtype not in ("float32", "float64"):
+            raise CalculatorSetupError(f"UMLIP_DTYPE must be float32 or float64, got {self.dtype!r}")
+        for name in ("max_batch_atoms", "max_message_bytes", "max_workers", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 1")
+        for name in ("batch_wait_ms", "grace_period_s"):
+            if getattr(self, name) < 0:
+                raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 0")
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to bind (IPv6 hosts bracketed)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Reads ``UMLIP_<FIELD>`` variables; ``overrides`` win over the environment.
+
+        Raises:
+            CalculatorSetupError: a variable does not parse or is out of range.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in fields(cls):
+            raw = environ.get(_PREFIX + spec.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[spec.name] = _parse(spec.type, raw)
+            except ValueError as error:
+                raise CalculatorSetupError(
+                    f"{_PREFIX}{spec.name.upper()}={raw!r} is not a valid {spec.type}"
+                ) from error
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(type_name: object, raw: str) -> object:
+    text = str(type_name)
+    if text == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if text == "int":
+        return int(raw)
+    if text == "float":
+        return float(raw)
+    if "Path" in text:
+        return Path(raw)
+    return raw
