@@ -29,7 +29,7 @@ class Evaluation:
     stress: NDArray[np.float64]
 
 
-class StructureFailed(Exception):
+class StructureFailed(Exception):  # noqa: N818 - a result value, not only raised
     """The potential could not evaluate one structure (reported in-band by the service).
 
     Attributes:

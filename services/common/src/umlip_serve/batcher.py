@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from umlip_serve.batch import Property, StructureBatch, StructureResult, StructureOutput
+from umlip_serve.batch import Property, StructureBatch, StructureOutput, StructureResult
 
 logger = logging.getLogger("umlip_serve.batcher")
 
@@ -107,7 +107,11 @@ class DynamicBatcher:
         while True:
             try:
                 remaining = deadline - time.monotonic()
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 return group
             if item is None:

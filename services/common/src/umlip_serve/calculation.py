@@ -8,8 +8,8 @@ response in request order.
 from __future__ import annotations
 
 import numpy as np
-from umlip.potential.v1 import potential_service_pb2 as pb
 
+from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip_serve.batch import (
     StructureError,
     StructureErrorCode,

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from umlip.potential.v1 import potential_service_pb2 as pb
 
+from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip_serve.batch import (
     ALL_PROPERTIES,
     Property,
@@ -99,8 +99,7 @@ def decode_batch(message: pb.StructureBatch) -> StructureBatch:
         )
     if len(message.pbc) != 3 * n_structures:
         raise InvalidRequestError(
-            f"batch.pbc has {len(message.pbc)} flags; expected 3 per structure = "
-            f"{3 * n_structures}"
+            f"batch.pbc has {len(message.pbc)} flags; expected 3 per structure = {3 * n_structures}"
         )
     return StructureBatch(
         atomic_numbers=numbers.astype(np.int64),

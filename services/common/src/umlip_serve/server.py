@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
-
 from umlip_serve.batcher import DynamicBatcher
 from umlip_serve.calculation import CalculationEngine
 from umlip_serve.errors import (
@@ -186,7 +186,9 @@ def serve(potential_class: type[Potential], settings: Settings | None = None) ->
     potential = potential_class(settings)
     server, port, servicer, health_servicer = create_server(potential, settings)
     server.start()
-    logger.info("%s listening on %s:%d (NOT_SERVING until loaded)", potential.name, settings.host, port)
+    logger.info(
+        "%s listening on %s:%d (NOT_SERVING until loaded)", potential.name, settings.host, port
+    )
     if settings.port_file is not None:
         tmp = settings.port_file.with_suffix(".tmp")
         tmp.write_text(str(port))

@@ -57,7 +57,9 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise CalculatorSetupError(f"UMLIP_PORT must be in 0..65535, got {self.port}")
         if self.dtype not in ("float32", "float64"):
-            raise CalculatorSetupError(f"UMLIP_DTYPE must be float32 or float64, got {self.dtype!r}")
+            raise CalculatorSetupError(
+                f"UMLIP_DTYPE must be float32 or float64, got {self.dtype!r}"
+            )
         for name in ("max_batch_atoms", "max_message_bytes", "max_workers", "torch_threads"):
             if getattr(self, name) < 1:
                 raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 1")

@@ -2,9 +2,8 @@
 
 import sys
 
-from umlip_serve import serve
-
 from umlip_emt.potential import EMTPotential
+from umlip_serve import serve
 
 
 def main() -> int:

@@ -51,6 +51,15 @@ class EMTPotential(Potential):
         """Evaluates each structure with a fresh EMT calculator."""
         results: list[StructureResult] = []
         for atoms in batch_to_atoms(batch):
+            if Property.STRESS in properties and not atoms.pbc.all():
+                results.append(
+                    StructureError(
+                        code=StructureErrorCode.CALCULATION_FAILED,
+                        message="stress is undefined for a structure that is not periodic "
+                        "in all three directions",
+                    )
+                )
+                continue
             atoms.calc = EMT()
             try:
                 results.append(
@@ -66,6 +75,9 @@ class EMTPotential(Potential):
                 )
             except (ValueError, RuntimeError, NotImplementedError) as error:
                 results.append(
-                    StructureError(code=StructureErrorCode.CALCULATION_FAILED, message=str(error))
+                    StructureError(
+                        code=StructureErrorCode.CALCULATION_FAILED,
+                        message=f"{type(error).__name__}: {error}",
+                    )
                 )
         return results

@@ -1,0 +1,40 @@
+"""Shared test fixtures: repository paths and real service processes."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from umlip_serve.process import ServiceProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def service_python(name: str) -> Path:
+    """Interpreter of ``services/<name>``'s own environment, created from its lock file."""
+    project = REPO_ROOT / "services" / name
+    python = project / ".venv" / "bin" / "python"
+    if not python.exists():
+        subprocess.run(
+            ["uv", "sync", "--frozen", "--extra", "test", "--project", str(project)],
+            check=True,
+            capture_output=True,
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def emt_python() -> Path:
+    """Python of the EMT service environment (services/emt/.venv)."""
+    return service_python("emt")
+
+
+@pytest.fixture(scope="session")
+def emt_service(emt_python: Path) -> Iterator[ServiceProcess]:
+    """A real EMT server process on a free loopback port, shared by the session."""
+    with ServiceProcess(python=emt_python, module="umlip_emt") as service:
+        yield service
