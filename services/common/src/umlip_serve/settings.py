@@ -27,7 +27,9 @@ class Settings:
         max_batch_atoms: most atoms in one Calculate call and in one merged model call
             (UMLIP_MAX_BATCH_ATOMS).
         batch_wait_ms: how long the dynamic batcher waits for more concurrent calls
-            before running a model call (UMLIP_BATCH_WAIT_MS).
+            before running a model call (UMLIP_BATCH_WAIT_MS). The default 0 adds no
+            latency: calls that queued while the model was busy are merged into the
+            next model call; a few ms helps a GPU model under bursty load.
         dynamic_batching: merge concurrent calls into one model call; "0"/"false" runs
             each call on its own (UMLIP_DYNAMIC_BATCHING).
         grace_period_s: how long in-flight calls may finish after SIGTERM
@@ -45,7 +47,7 @@ class Settings:
     dtype: str = "float64"
     checkpoint: str = ""
     max_batch_atoms: int = 20_000
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     dynamic_batching: bool = True
     grace_period_s: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024

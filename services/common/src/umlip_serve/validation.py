@@ -56,6 +56,10 @@ def check_structure(
     return None
 
 
+#: Above this many atoms, or for strongly skewed cells, use ASE's neighbour list.
+_DENSE_CHECK_MAX_ATOMS = 256
+
+
 def _closest_pair(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
 ) -> tuple[int, int, float] | None:
@@ -65,6 +69,8 @@ def _closest_pair(
         span = np.ptp(positions, axis=0) if len(positions) else np.zeros(3)
         cell = np.diag(span + 1.0)
         positions = positions - positions.min(axis=0)
+    if len(positions) <= _DENSE_CHECK_MAX_ATOMS and _well_shaped(cell, pbc):
+        return _closest_pair_dense(positions, cell, pbc)
     first, second, distance = primitive_neighbor_list(
         "ijd", pbc, cell, positions, MIN_INTERATOMIC_DISTANCE, self_interaction=False
     )
@@ -72,6 +78,39 @@ def _closest_pair(
         return None
     k = int(np.argmin(distance))
     return int(first[k]), int(second[k]), float(distance[k])
+
+
+def _well_shaped(cell: np.ndarray, pbc: np.ndarray) -> bool:
+    """Whether the periodic cell vectors meet at angles within 60..120 degrees."""
+    vectors = cell[pbc]
+    lengths = np.linalg.norm(vectors, axis=1)
+    cosines = (vectors @ vectors.T) / np.outer(lengths, lengths)
+    return bool(np.all(np.abs(cosines[np.triu_indices(len(vectors), 1)]) <= 0.5))
+
+
+def _closest_pair_dense(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> tuple[int, int, float] | None:
+    """All pairs at once: wrapped fractional differences plus the neighbouring images.
+
+    Exact for cells whose vectors meet at 60..120 degrees: there the nearest image of a
+    pair closer than 0.1 Å lies within one cell of the wrapped difference.
+    """
+    fractional = np.linalg.solve(cell.T, positions.T).T
+    delta = fractional[None, :, :] - fractional[:, None, :]
+    delta[..., pbc] -= np.round(delta[..., pbc])
+    axes = [np.array([-1, 0, 1]) if periodic else np.array([0]) for periodic in pbc]
+    shifts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    images = (delta[:, :, None, :] + shifts[None, None, :, :]) @ cell
+    distances = np.linalg.norm(images, axis=-1)
+    n = len(positions)
+    zero_shift = int(np.flatnonzero(~shifts.any(axis=1))[0])
+    distances[np.arange(n), np.arange(n), zero_shift] = np.inf  # an atom with itself
+    close = np.argwhere(distances < MIN_INTERATOMIC_DISTANCE)
+    if len(close) == 0:
+        return None
+    i, j, s = close[np.argmin(distances[tuple(close.T)])]
+    return int(min(i, j)), int(max(i, j)), float(distances[i, j, s])
 
 
 def check_output(
