@@ -28,7 +28,7 @@ def shared_data_dir() -> Path:
     for candidate in (repo_root.parent / "shared" / "data", repo_root / "shared" / "data"):
         if (candidate / DE_JONG).is_file():
             return candidate
-    pytest.skip(f"shared data ({DE_JONG}) not found next to {repo_root}")
+    raise FileNotFoundError(f"shared data ({DE_JONG}) not found next to {repo_root}")
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,13 @@ def slope_tolerance(strains: np.ndarray, noise: float) -> np.ndarray:
     return np.array(tol)
 
 
+def lstsq_tolerance(strains: np.ndarray, noise: float) -> np.ndarray:
+    """(6,) 6-sigma error bar of each strain column's coefficient in sigma = s0 + C eps."""
+    design = np.column_stack([strain_to_voigt(strains), np.ones(len(strains))])
+    covariance = noise**2 * np.linalg.inv(design.T @ design)
+    return 6 * np.sqrt(np.diag(covariance)[:6])
+
+
 def test_exact_data_recovered_both_conventions(monoclinic_tensor: np.ndarray) -> None:
     c = monoclinic_tensor
     for convention, method in (("strain", "independent"), ("deformation", "lstsq")):
@@ -106,7 +113,8 @@ def test_noisy_deformation_convention_uses_lstsq(monoclinic_tensor: np.ndarray) 
     strains, stresses, sigma0 = synthetic(c, "deformation", noise=NOISE_GPA)
     fit = fit_elastic_tensor(strains, stresses)
     assert fit.method == "lstsq"
-    np.testing.assert_allclose(fit.tensor, c, atol=1.0)
+    tol = lstsq_tolerance(strains, NOISE_GPA)  # ~3.8 GPa normal, ~0.6 GPa shear
+    assert np.all(np.abs(fit.raw_tensor - c) < tol[None, :])
     np.testing.assert_allclose(fit.residual_stress, sigma0, atol=0.05)
     assert np.all(fit.residuals < 2 * NOISE_GPA)
     # Residuals are per stress component: constant along each row.
