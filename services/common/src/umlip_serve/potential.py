@@ -33,6 +33,10 @@ class ModelInfo:
         supported_atomic_numbers: elements the model handles; others fail in-band.
         cutoff: interaction cutoff, Å (0 if unknown).
         package_versions: versions of the packages that matter (torch, e3nn, ...).
+        dtype: precision the model actually runs in ("float32"/"float64"); None means
+            ``settings.dtype`` was honoured.
+        device: device the model actually runs on (e.g. "cuda:0"); None means
+            ``settings.device``.
     """
 
     model_version: str
@@ -41,6 +45,8 @@ class ModelInfo:
     supported_atomic_numbers: frozenset[int]
     cutoff: float = 0.0
     package_versions: dict[str, str] = field(default_factory=dict)
+    dtype: str | None = None
+    device: str | None = None
 
 
 class Potential(abc.ABC):
