@@ -1,0 +1,96 @@
+"""The ``umlip`` command line. Flags live here only; everything else takes settings objects."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from umlip_orchestrator import __version__
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_DATASET = REPO_ROOT / "data" / "mp-binary-sample-20.json.gz"
+
+
+def _service_arg(text: str) -> tuple[str, str]:
+    name, sep, target = text.partition("=")
+    if not sep or not name or not target:
+        raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
+    return name, target
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="umlip", description="Elastic benchmarks of interatomic potentials served over gRPC."
+    )
+    parser.add_argument("--version", action="version", version=f"umlip {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run (or resume) the elastic benchmark")
+    run.add_argument(
+        "--service",
+        action="append",
+        type=_service_arg,
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="a potential service to benchmark (repeatable); none: start the local default set",
+    )
+    run.add_argument("--endpoints", type=Path, help="JSON endpoint list {services: {name: target}}")
+    run.add_argument(
+        "--models",
+        help="comma-separated services of deploy/local/services.toml to launch locally "
+        "(default: the default set)",
+    )
+    run.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="structures to compute")
+    run.add_argument("--out", type=Path, default=Path("results"), help="output directory")
+    run.add_argument("--limit", type=_positive_int, help="only the first N materials")
+    run.add_argument("--ion-mode", choices=("relaxed", "clamped"), default="relaxed")
+    run.add_argument("--fmax", type=_positive_float, default=0.1, help="eV/Å (default 0.1)")
+    run.add_argument("--max-steps", type=_positive_int, default=500)
+    run.add_argument("--no-fix-symmetry", action="store_true", help="do not keep the space group")
+    run.add_argument("--normal-strains", default="-0.01,-0.005,0.005,0.01")
+    run.add_argument("--shear-strains", default="-0.06,-0.03,0.03,0.06")
+    run.add_argument("--group-size", type=_positive_int, default=4, help="materials per task")
+    run.add_argument("--actors-per-service", type=_positive_int, default=1)
+    run.add_argument("--max-active", type=_positive_int, default=64, help="structures in lockstep")
+    run.add_argument("--ray-address", help="join this Ray cluster (default: start a local one)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``umlip``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if args.command == "run":
+        from umlip_orchestrator.commands.run import run_command
+
+        return run_command(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

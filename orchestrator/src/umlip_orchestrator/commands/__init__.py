@@ -1,0 +1,1 @@
+"""Implementations of the ``umlip`` subcommands (argument parsing stays in ``cli``)."""

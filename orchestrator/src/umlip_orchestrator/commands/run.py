@@ -1,0 +1,180 @@
+"""``umlip run``: the elastic benchmark, with a progress bar and a printed summary."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from umlip_orchestrator.datasets import DatasetError
+from umlip_orchestrator.elastic import StrainSettings
+from umlip_orchestrator.launcher import (
+    LauncherError,
+    LocalFleet,
+    read_endpoints,
+    read_service_list,
+    write_endpoints,
+)
+from umlip_orchestrator.records import MaterialResult
+from umlip_orchestrator.relax import RelaxSettings
+from umlip_orchestrator.runner import RunConfig, RunSummary, run_benchmark
+from umlip_orchestrator.tables import ResultStore
+from umlip_orchestrator.workflow import WorkflowSettings
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SystemExit(
+            f"umlip run: --{name} must be comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _fail(message: str) -> int:
+    print(f"umlip run: {message}", file=sys.stderr)
+    return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Runs ``umlip run``; returns the exit code."""
+    try:
+        workflow = WorkflowSettings(
+            relax=RelaxSettings(
+                fmax=args.fmax, max_steps=args.max_steps, fix_symmetry=not args.no_fix_symmetry
+            ),
+            strains=StrainSettings(
+                normal=_floats(args.normal_strains, "normal-strains"),
+                shear=_floats(args.shear_strains, "shear-strains"),
+            ),
+            ion_mode=args.ion_mode,
+            max_active=args.max_active,
+        )
+    except (TypeError, ValueError) as error:
+        return _fail(str(error))
+    if not args.dataset.exists():
+        return _fail(f"dataset {args.dataset} does not exist")
+    services = dict(args.service)
+    with ExitStack() as stack:
+        if args.endpoints:
+            try:
+                services |= read_endpoints(args.endpoints)
+            except LauncherError as error:
+                return _fail(str(error))
+        launched_skips: dict[str, str] = {}
+        if not services:
+            try:
+                available = read_service_list()
+            except LauncherError as error:
+                return _fail(str(error))
+            if args.models:
+                names = [n.strip() for n in args.models.split(",") if n.strip()]
+                unknown = [n for n in names if n not in available]
+                if unknown:
+                    return _fail(f"unknown model(s) {unknown}; known: {sorted(available)}")
+            else:
+                names = [n for n, s in available.items() if s.default]
+            print(f"umlip: starting local services: {', '.join(names)}", file=sys.stderr)
+            fleet = stack.enter_context(
+                LocalFleet([available[n] for n in names], args.out / "service-logs")
+            )
+            services = fleet.endpoints
+            launched_skips = fleet.unavailable
+            for name, reason in launched_skips.items():
+                print(f"umlip: model {name} skipped: {reason}", file=sys.stderr)
+            if not services:
+                return _fail("no service could be started")
+            write_endpoints(args.out / "endpoints.json", services)
+        try:
+            config = RunConfig(
+                services=services,
+                dataset=args.dataset,
+                out_dir=args.out,
+                workflow=workflow,
+                limit=args.limit,
+                actors_per_service=args.actors_per_service,
+                group_size=args.group_size,
+                ray_address=args.ray_address,
+            )
+        except ValueError as error:
+            return _fail(str(error))
+        bar = None if args.no_progress else _ProgressBar(len(services))
+        try:
+            summary = run_benchmark(config, progress=bar.update if bar else None)
+        except DatasetError as error:
+            return _fail(str(error))
+        finally:
+            if bar:
+                bar.close()
+    print_summary(summary, launched_skips)
+    failed_services = [s for s in summary.models.values() if s.unavailable]
+    return 1 if len(failed_services) == len(summary.models) else 0
+
+
+class _ProgressBar:
+    """Materials done, failures and rate, over all models."""
+
+    def __init__(self, n_models: int) -> None:
+        self._bar = tqdm(desc="materials", unit="mat", dynamic_ncols=True, file=sys.stderr)
+        self._failures = 0
+
+    def update(self, model: str, rows: Sequence[MaterialResult]) -> None:
+        self._failures += sum(r.status == "failed" for r in rows)
+        self._bar.set_postfix(model=model, failures=self._failures, refresh=False)
+        self._bar.update(len(rows))
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _mae(table: object, column: str, reference: str) -> tuple[float, int]:
+    pred = table.column(column).to_numpy(zero_copy_only=False)  # type: ignore[attr-defined]
+    ref = table.column(reference).to_numpy(zero_copy_only=False)  # type: ignore[attr-defined]
+    pairs = [(p, r) for p, r in zip(pred, ref, strict=True) if p is not None and r is not None]
+    pairs = [
+        (float(p), float(r))
+        for p, r in pairs
+        if math.isfinite(float(p)) and math.isfinite(float(r))
+    ]
+    if not pairs:
+        return math.nan, 0
+    return sum(abs(p - r) for p, r in pairs) / len(pairs), len(pairs)
+
+
+def print_summary(summary: RunSummary, launch_skips: dict[str, str]) -> None:
+    """Per model: materials done, failures, skipped, K and G MAE vs DFT, s/material."""
+    table = ResultStore(summary.out_dir).read_results()
+    print(f"\nresults in {summary.out_dir} ({summary.wall_time_s:.0f} s)")
+    header = (
+        f"{'model':<12}{'ok':>5}{'failed':>8}{'skipped':>9}{'K MAE':>9}{'G MAE':>9}{'s/mat':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, model in summary.models.items():
+        if model.unavailable:
+            print(f"{name:<12} unavailable: {model.unavailable}")
+            continue
+        rows = table.filter(pc.equal(table.column("model"), name))
+        ok = rows.filter(pc.equal(rows.column("status"), "ok"))
+        k_mae, _ = _mae(ok, "k_vrh_gpa", "reference_k_vrh_gpa")
+        g_mae, _ = _mae(ok, "g_vrh_gpa", "reference_g_vrh_gpa")
+        seconds = ok.column("seconds_per_material").to_numpy(zero_copy_only=False)
+        per_material = float(seconds.mean()) if len(seconds) else math.nan
+        failed = int(pc.sum(pc.equal(rows.column("status"), "failed")).as_py() or 0)
+        skipped = int(pc.sum(pc.equal(rows.column("status"), "skipped")).as_py() or 0)
+        print(
+            f"{name:<12}{ok.num_rows:>5}{failed:>8}{skipped:>9}"
+            f"{k_mae:>9.1f}{g_mae:>9.1f}{per_material:>8.2f}"
+        )
+    for name, reason in launch_skips.items():
+        print(f"{name:<12} skipped: {reason}")
+    if summary.dataset_problems:
+        print(f"{len(summary.dataset_problems)} dataset entries could not be read:")
+        for problem in summary.dataset_problems[:10]:
+            print(f"  {problem}")
+    print("MAE in GPa vs the dataset's DFT K_VRH and G_VRH, over materials computed.")

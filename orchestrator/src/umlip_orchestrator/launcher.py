@@ -1,0 +1,184 @@
+"""The local launcher: each service in its own virtual environment, on loopback.
+
+Reads ``deploy/local/services.toml``, creates or reuses each service's environment from
+its lock file (``uv sync --frozen``; skipped when the lock has not changed since the
+last sync), starts each server on a free loopback port, waits for health SERVING and
+writes the endpoint list the orchestrator reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from umlip_serve.process import ServiceProcess, ServiceStartError
+
+logger = logging.getLogger("umlip_orchestrator.launcher")
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_SERVICE_LIST = REPO_ROOT / "deploy" / "local" / "services.toml"
+
+
+class LauncherError(RuntimeError):
+    """A service's environment or process could not be set up."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalService:
+    """One entry of the service list."""
+
+    name: str
+    project: Path
+    module: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    default: bool = True
+
+    @property
+    def python(self) -> Path:
+        """The interpreter of the service's own environment."""
+        return self.project / ".venv" / "bin" / "python"
+
+
+def read_service_list(path: Path = DEFAULT_SERVICE_LIST) -> dict[str, LocalService]:
+    """Parses the service list; project paths are relative to the repository root."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise LauncherError(f"cannot read service list {path}: {error}") from error
+    services = {}
+    for name, entry in data.get("services", {}).items():
+        try:
+            services[name] = LocalService(
+                name=name,
+                project=(REPO_ROOT / entry["project"]).resolve(),
+                module=entry["module"],
+                env={k: str(v) for k, v in entry.get("env", {}).items()},
+                default=bool(entry.get("default", True)),
+            )
+        except KeyError as error:
+            raise LauncherError(f"{path}: service {name} lacks {error}") from error
+    return services
+
+
+def ensure_environment(service: LocalService) -> Path:
+    """Creates or reuses ``service``'s environment; returns its interpreter.
+
+    The environment is reused when the lock file's hash matches the one recorded at the
+    last successful sync, so a second launch installs nothing.
+    """
+    lock = service.project / "uv.lock"
+    if not lock.exists():
+        raise LauncherError(f"{service.name}: no lock file at {lock}")
+    stamp = service.project / ".venv" / ".umlip-lock-sha256"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if service.python.exists() and stamp.exists() and stamp.read_text() == digest:
+        return service.python
+    uv = shutil.which("uv")
+    if uv is None:
+        raise LauncherError("uv is not installed (run scripts/setup.sh)")
+    logger.info("creating the environment of %s (uv sync)", service.name)
+    result = subprocess.run(
+        [uv, "sync", "--frozen", "--quiet", "--project", str(service.project)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise LauncherError(f"{service.name}: uv sync failed:\n{result.stderr[-2000:]}")
+    stamp.write_text(digest)
+    return service.python
+
+
+def write_endpoints(path: Path, endpoints: Mapping[str, str]) -> None:
+    """Writes the endpoint list ``{"services": {name: "host:port"}}`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"services": dict(endpoints)}, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_endpoints(path: Path) -> dict[str, str]:
+    """Reads an endpoint list (JSON ``{"services": {name: target}}``)."""
+    try:
+        data = json.loads(path.read_text())
+        services = data["services"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LauncherError(f"cannot read endpoint list {path}: {error}") from error
+    if not isinstance(services, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in services.items()
+    ):
+        raise LauncherError(f"{path}: 'services' must map names to 'host:port' strings")
+    return dict(services)
+
+
+class LocalFleet:
+    """Starts services for the duration of a ``with`` block.
+
+    Services whose environment or model cannot be set up are recorded in
+    :attr:`unavailable` with the reason, and the others still start.
+    """
+
+    def __init__(self, services: Iterable[LocalService], log_dir: Path) -> None:
+        self._services = list(services)
+        self._log_dir = log_dir
+        self.processes: dict[str, ServiceProcess] = {}
+        self.unavailable: dict[str, str] = {}
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """name -> ``127.0.0.1:port`` of every started service."""
+        return {name: process.target for name, process in self.processes.items()}
+
+    def start(self) -> dict[str, str]:
+        """Sets up and starts every service; returns the endpoints of those that run."""
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        for service in self._services:
+            try:
+                python = ensure_environment(service)
+                process = ServiceProcess(
+                    python=python,
+                    module=service.module,
+                    env=service.env,
+                    log_path=self._log_dir / f"{service.name}.log",
+                    start_timeout_s=600,
+                )
+                process.start()
+            except (LauncherError, ServiceStartError) as error:
+                self.unavailable[service.name] = _first_line_of_cause(str(error))
+                logger.warning("%s not started: %s", service.name, error)
+                continue
+            self.processes[service.name] = process
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Stops every started service gracefully."""
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> LocalFleet:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _first_line_of_cause(text: str) -> str:
+    """The most telling line of a service's failure log (its last error line)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors or lines or [text])[-1].strip()

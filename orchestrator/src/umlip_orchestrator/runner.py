@@ -1,0 +1,274 @@
+"""The benchmark driver: plans the work, runs it on Ray actors, streams the tables.
+
+The driver asks every service for its ``GetModelInfo``, skips the materials a model
+cannot handle (recording why), sends groups of materials to each service's actor pool
+with bounded in-flight work (``ray.wait`` backpressure), writes each group's rows as
+soon as it returns, and on a restart skips every (material, model) row already written.
+Only service unavailability is retried; a bad structure is a failed row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import ray
+from ase.data import chemical_symbols
+from ray.exceptions import RayActorError, RayTaskError
+
+from umlip_orchestrator import __version__
+from umlip_orchestrator.actors import ServiceUnavailableError, ServiceWorker
+from umlip_orchestrator.client import PotentialClient, ServiceError, ServiceInfo
+from umlip_orchestrator.datasets import Material, load_dataset
+from umlip_orchestrator.records import MaterialResult
+from umlip_orchestrator.tables import ResultStore
+from umlip_orchestrator.workflow import WorkflowSettings, unfinished_result
+
+logger = logging.getLogger("umlip_orchestrator.runner")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One benchmark run.
+
+    Attributes:
+        services: model label -> gRPC target (``host:port`` or ``dns:///name:port``).
+        dataset: structures to compute (see :func:`load_dataset`).
+        out_dir: where the tables and the manifest go; an existing run there resumes.
+        workflow: relaxation, strains and ion mode.
+        limit: compute only the first N materials of the dataset.
+        actors_per_service: size of each service's actor pool (its replicas).
+        group_size: materials per actor task (relaxed together in lockstep).
+        max_in_flight: tasks queued per actor (backpressure).
+        max_task_retries: resubmissions of a group while its service is unavailable.
+        ray_address: join this Ray cluster; None starts a local one.
+    """
+
+    services: Mapping[str, str]
+    dataset: Path
+    out_dir: Path
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
+    limit: int | None = None
+    actors_per_service: int = 1
+    group_size: int = 4
+    max_in_flight: int = 2
+    max_task_retries: int = 3
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.services:
+            raise ValueError("no service given")
+        for name, value in (
+            ("actors_per_service", self.actors_per_service),
+            ("group_size", self.group_size),
+            ("max_in_flight", self.max_in_flight),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+
+@dataclass
+class ModelSummary:
+    """Counts of one model in one run (this run's new rows plus resumed ones)."""
+
+    model: str
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+    unavailable: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did, per model, and what it could not read."""
+
+    models: dict[str, ModelSummary]
+    dataset_problems: list[str]
+    out_dir: Path
+    wall_time_s: float
+
+
+#: Called after each written group: (model, rows just written).
+ProgressCallback = Callable[[str, Sequence[MaterialResult]], None]
+
+
+def unsupported_reason(material: Material, info: ServiceInfo) -> str | None:
+    """Why ``info``'s model cannot compute ``material`` (unsupported elements), or None."""
+    missing = sorted(set(material.atoms.numbers.tolist()) - info.supported_atomic_numbers)
+    if not missing:
+        return None
+    names = ", ".join(chemical_symbols[z] for z in missing)
+    return f"{info.model_name} does not support {names}"
+
+
+def describe_services(services: Mapping[str, str]) -> tuple[dict[str, ServiceInfo], dict[str, str]]:
+    """GetModelInfo of every service; services that cannot be reached, with why."""
+    infos: dict[str, ServiceInfo] = {}
+    errors: dict[str, str] = {}
+    for name, target in services.items():
+        try:
+            with PotentialClient(target, max_retries=3, timeout_s=30) as client:
+                infos[name] = client.info()
+        except ServiceError as error:
+            errors[name] = str(error)
+    return infos, errors
+
+
+def _init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+
+
+def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:
+    """Runs (or resumes) a benchmark; every finished group is on disk when this returns.
+
+    Raises:
+        DatasetError: the dataset path cannot be read at all.
+    """
+    started = time.monotonic()
+    materials, problems = load_dataset(config.dataset, limit=config.limit)
+    store = ResultStore(config.out_dir)
+    done = store.done_keys()
+    infos, unreachable = describe_services(config.services)
+    summaries = {name: ModelSummary(model=name) for name in config.services}
+    for name, error in unreachable.items():
+        summaries[name].unavailable = error
+        logger.error("service %s unavailable, skipped: %s", name, error)
+    store.write_manifest(
+        {
+            "umlip_version": __version__,
+            "started": datetime.now(UTC).isoformat(),
+            "dataset": str(config.dataset),
+            "limit": config.limit,
+            "n_materials": len(materials),
+            "dataset_problems": [f"{p.source}: {p.message}" for p in problems],
+            "workflow": config.workflow.as_dict(),
+            "services": {name: info.as_dict() for name, info in infos.items()},
+            "unavailable_services": unreachable,
+            "ray_address": config.ray_address,
+        }
+    )
+    work: dict[str, list[Material]] = {}
+    for name, info in infos.items():
+        todo, skipped = [], []
+        for material in materials:
+            if (material.material_id, name) in done:
+                summaries[name].resumed += 1
+                continue
+            reason = unsupported_reason(material, info)
+            if reason is None:
+                todo.append(material)
+            else:
+                skipped.append(
+                    unfinished_result(
+                        material, name, config.workflow.ion_mode, reason, status="skipped"
+                    )
+                )
+        if skipped:
+            store.write(skipped, [])
+            summaries[name].skipped += len(skipped)
+            if progress:
+                progress(name, skipped)
+        work[name] = todo
+    if any(work.values()):
+        _run_on_ray(config, infos, work, store, summaries, progress)
+    store.compact()
+    return RunSummary(
+        models=summaries,
+        dataset_problems=[f"{p.source}: {p.message}" for p in problems],
+        out_dir=config.out_dir,
+        wall_time_s=time.monotonic() - started,
+    )
+
+
+@dataclass
+class _Task:
+    model: str
+    materials: list[Material]
+    actor: int
+    attempt: int = 0
+
+
+def _run_on_ray(
+    config: RunConfig,
+    infos: Mapping[str, ServiceInfo],
+    work: Mapping[str, list[Material]],
+    store: ResultStore,
+    summaries: dict[str, ModelSummary],
+    progress: ProgressCallback | None,
+) -> None:
+    _init_ray(config.ray_address)
+
+    def new_actor(model: str) -> ray.actor.ActorHandle:
+        return ServiceWorker.remote(infos[model].target, model, config.workflow)
+
+    pools = {m: [new_actor(m) for _ in range(config.actors_per_service)] for m in work}
+    queues = {
+        m: [todo[i : i + config.group_size] for i in range(0, len(todo), config.group_size)]
+        for m, todo in work.items()
+    }
+    in_flight: dict[ray.ObjectRef, _Task] = {}
+    load = {m: [0] * config.actors_per_service for m in work}
+
+    def submit(task: _Task) -> None:
+        actor = min(range(config.actors_per_service), key=lambda a: load[task.model][a])
+        task.actor = actor
+        load[task.model][actor] += 1
+        in_flight[pools[task.model][actor].run.remote(task.materials)] = task
+
+    def fill() -> None:
+        for model, groups in queues.items():
+            capacity = config.actors_per_service * config.max_in_flight
+            while groups and sum(load[model]) < capacity:
+                submit(_Task(model, groups.pop(0), actor=0))
+
+    fill()
+    while in_flight:
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        task = in_flight.pop(ready[0])
+        load[task.model][task.actor] -= 1
+        try:
+            outcomes = ray.get(ready[0])
+        except (RayTaskError, RayActorError) as error:
+            cause = getattr(error, "cause", None) or error
+            retryable = isinstance(cause, ServiceUnavailableError | RayActorError)
+            if retryable and task.attempt < config.max_task_retries:
+                logger.warning("%s: retrying a group after: %s", task.model, cause)
+                if isinstance(cause, RayActorError):
+                    pools[task.model][task.actor] = new_actor(task.model)
+                task.attempt += 1
+                submit(task)
+                continue
+            message = f"service call failed: {cause}"
+            rows = [
+                unfinished_result(m, task.model, config.workflow.ion_mode, message, status="failed")
+                for m in task.materials
+            ]
+            store.write(rows, [])
+            summaries[task.model].failed += len(rows)
+            if progress:
+                progress(task.model, rows)
+            fill()
+            continue
+        results = [o.result for o in outcomes]
+        store.write(results, [d for o in outcomes for d in o.deformations])
+        summary = summaries[task.model]
+        for row in results:
+            summary.done += row.status == "ok"
+            summary.failed += row.status == "failed"
+            summary.seconds += row.seconds_per_material
+        if progress:
+            progress(task.model, results)
+        fill()
