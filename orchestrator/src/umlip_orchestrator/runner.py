@@ -109,6 +109,24 @@ def unsupported_reason(material: Material, info: ServiceInfo) -> str | None:
     return f"{info.model_name} does not support {names}"
 
 
+#: Prefix of the error of rows whose service call failed as a whole; a resumed run
+#: computes those materials again (a material's own failure is final).
+SERVICE_FAILURE = "service call failed"
+
+
+def finished_keys(store: ResultStore) -> set[tuple[str, str]]:
+    """(material_id, model) rows a resumed run must not compute again."""
+    table = store.read_results()
+    if table.num_rows == 0:
+        return set()
+    columns = table.select(["material_id", "model", "status", "error"]).to_pylist()
+    return {
+        (row["material_id"], row["model"])
+        for row in columns
+        if row["status"] != "failed" or not (row["error"] or "").startswith(SERVICE_FAILURE)
+    }
+
+
 def describe_services(services: Mapping[str, str]) -> tuple[dict[str, ServiceInfo], dict[str, str]]:
     """GetModelInfo of every service; services that cannot be reached, with why."""
     infos: dict[str, ServiceInfo] = {}
@@ -140,7 +158,7 @@ def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -
     started = time.monotonic()
     materials, problems = load_dataset(config.dataset, limit=config.limit)
     store = ResultStore(config.out_dir)
-    done = store.done_keys()
+    done = finished_keys(store)
     infos, unreachable = describe_services(config.services)
     summaries = {name: ModelSummary(model=name) for name in config.services}
     for name, error in unreachable.items():
@@ -251,7 +269,7 @@ def _run_on_ray(
                 task.attempt += 1
                 submit(task)
                 continue
-            message = f"service call failed: {cause}"
+            message = f"{SERVICE_FAILURE}: {cause}"
             rows = [
                 unfinished_result(m, task.model, config.workflow.ion_mode, message, status="failed")
                 for m in task.materials

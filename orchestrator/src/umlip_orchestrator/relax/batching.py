@@ -24,7 +24,7 @@ from umlip_orchestrator.evaluation import Evaluation, StructureFailed
 Request = Callable[[Atoms], Evaluation | StructureFailed]
 
 
-class RelaxationAborted(BaseException):  # noqa: N818 - a signal, not an error
+class RelaxationAborted(BaseException):
     """Raised inside a worker thread when the driver stops the relaxation.
 
     A ``BaseException`` so that no ``except Exception`` in ASE or user code swallows it.

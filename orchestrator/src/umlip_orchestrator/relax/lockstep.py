@@ -92,9 +92,7 @@ def relax_structure(
     converged = bool(optimizer.run(fmax=settings.fmax, steps=settings.max_steps))
     if calc.last_atoms is None or calc.last_evaluation is None:
         raise RuntimeError("the optimiser finished without evaluating the structure")
-    return _result(
-        calc.last_atoms, calc.last_evaluation, converged, int(optimizer.nsteps), None
-    )
+    return _result(calc.last_atoms, calc.last_evaluation, converged, int(optimizer.nsteps), None)
 
 
 def relax_in_lockstep(
