@@ -10,6 +10,7 @@ Only service unavailability is retried; a bad structure is a failed row.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,12 +142,17 @@ def describe_services(services: Mapping[str, str]) -> tuple[dict[str, ServiceInf
 
 
 def _init_ray(address: str | None) -> None:
+    """Joins ``address`` or starts a local Ray; workers import the installed packages."""
     if ray.is_initialized():
         return
+    # Under `uv run`, Ray would otherwise package the working directory and run workers
+    # through `uv run`; the orchestrator's environment is already installed.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    options = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **options)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=2)
+        ray.init(include_dashboard=False, num_cpus=os.cpu_count() or 2, **options)
 
 
 def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:

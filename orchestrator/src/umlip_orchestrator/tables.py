@@ -370,7 +370,7 @@ class ResultStore:
         rows = _keys(results, "_token")  # in write order: the last row of a key wins
         latest = {row[:2]: i for i, row in enumerate(rows)}
         winner = {key: rows[i] for key, i in latest.items()}
-        results = results.take(sorted(latest.values()))
+        results = results.take(pa.array(sorted(latest.values()), type=pa.int64()))
         mask = [winner.get(row[:2]) == row for row in _keys(stresses, "_token")]
         stresses = stresses.filter(pa.array(mask, pa.bool_()))
         return _finish(results, "results"), _finish(stresses, "stresses")

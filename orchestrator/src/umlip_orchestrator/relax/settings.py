@@ -17,7 +17,8 @@ class RelaxSettings:
     Attributes:
         fmax: convergence threshold, eV/Å. ASE's criterion on the optimised object: every
             atomic force and, with ``relax_cell``, every cell "force" of the
-            FrechetCellFilter (stress times volume, per atom) must be below it.
+            FrechetCellFilter (virial = stress x volume, divided by the number of atoms,
+            eV) must be below it.
         max_steps: at most this many FIRE steps (so at most ``max_steps + 1`` evaluations);
             a relaxation that has not converged by then is a result with
             ``converged=False``.
