@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread per process, as the CLI sets: the relaxation runs many Python threads.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path

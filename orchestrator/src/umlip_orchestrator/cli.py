@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
+# One BLAS/OpenMP thread per process: relaxation runs many Python threads, and spinning
+# BLAS threads on top of them made lockstep runs several times slower. Ray workers
+# inherit these. Set before numpy is imported.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+# Under `uv run`, Ray would package the working directory and start workers with
+# `uv run`; the orchestrator's environment is already installed.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Never report usage statistics to the outside world.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,7 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if args.command == "run":
         from umlip_orchestrator.commands.run import run_command
 

@@ -148,11 +148,19 @@ def _init_ray(address: str | None) -> None:
     # Under `uv run`, Ray would otherwise package the working directory and run workers
     # through `uv run`; the orchestrator's environment is already installed.
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     options = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(include_dashboard=False, num_cpus=os.cpu_count() or 2, **options)
+        # A local cluster talks over loopback only.
+        ray.init(
+            address="local",  # always a new cluster, even if one runs on this machine
+            include_dashboard=False,
+            num_cpus=os.cpu_count() or 2,
+            _node_ip_address="127.0.0.1",
+            **options,
+        )
 
 
 def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:

@@ -33,6 +33,9 @@ from umlip_orchestrator.units import EV_PER_A3_TO_GPA
 
 IonMode = Literal["relaxed", "clamped"]
 
+#: Symmetry tolerance for the relaxed-ion deformed cells, Å.
+DEFORMED_SYMPREC = 1e-5
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkflowSettings:
@@ -58,13 +61,18 @@ class WorkflowSettings:
 
     @property
     def deformation_relax(self) -> RelaxSettings:
-        """Relaxed-ion mode: positions only, at the fixed deformed cell."""
+        """Relaxed-ion mode: positions only, at the fixed deformed cell.
+
+        The symmetry kept is the deformed cell's own, found with a tight tolerance
+        (1e-5 Å): with the relaxation's 1e-2 Å, spglib could still see the undeformed
+        symmetry in a cell strained by 0.5 % and symmetrise the forces wrongly.
+        """
         return RelaxSettings(
             fmax=self.relax.fmax,
             max_steps=self.relax.max_steps,
             relax_cell=False,
             fix_symmetry=self.relax.fix_symmetry,
-            symprec=self.relax.symprec,
+            symprec=min(self.relax.symprec, DEFORMED_SYMPREC),
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -74,6 +82,7 @@ class WorkflowSettings:
             "strains": self.strains.as_dict(),
             "ion_mode": self.ion_mode,
             "max_active": self.max_active,
+            "deformation_relax": asdict(self.deformation_relax),
         }
 
 

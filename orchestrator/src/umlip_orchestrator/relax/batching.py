@@ -105,13 +105,19 @@ class LockstepBarrier:
     Workers are identified by an integer slot. A worker is *running* from
     :meth:`register` until it posts a request or finishes; the driver evaluates only when
     no worker is running, so every batch holds every live structure.
+
+    Each worker waits on its own event and the driver is woken only when the last
+    running worker blocks, so one step costs O(workers) thread switches, not
+    O(workers^2) as with one shared condition.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._running: set[int] = set()
         self._pending: dict[int, Atoms] = {}
         self._responses: dict[int, Evaluation | StructureFailed] = {}
+        self._wakeups: dict[int, threading.Event] = {}
         self._finished: list[tuple[int, Any]] = []
         self._aborted = False
 
@@ -123,25 +129,31 @@ class LockstepBarrier:
         Raises:
             RelaxationAborted: the driver stopped the relaxation.
         """
-        with self._cond:
+        with self._lock:
             if self._aborted:
                 raise RelaxationAborted
+            wakeup = self._wakeups.setdefault(slot, threading.Event())
+            wakeup.clear()
             self._pending[slot] = atoms
             self._running.discard(slot)
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self._aborted or slot in self._responses)
+            if not self._running:
+                self._idle.notify()
+        wakeup.wait()
+        with self._lock:
             if self._aborted:
                 raise RelaxationAborted
             return self._responses.pop(slot)
 
     def finish(self, slot: int, outcome: Any) -> None:
         """Marks the worker done; ``outcome`` (unless None) goes to the driver."""
-        with self._cond:
+        with self._lock:
             self._running.discard(slot)
             self._pending.pop(slot, None)
+            self._wakeups.pop(slot, None)
             if outcome is not None:
                 self._finished.append((slot, outcome))
-            self._cond.notify_all()
+            if not self._running:
+                self._idle.notify()
 
     def requester(self, slot: int) -> Request:
         """Returns the ``request`` callable for the calculator of worker ``slot``."""
@@ -151,31 +163,35 @@ class LockstepBarrier:
 
     def register(self, slot: int) -> None:
         """Counts worker ``slot`` as running; call before starting its thread."""
-        with self._cond:
+        with self._lock:
             self._running.add(slot)
 
     def wait_until_idle(self) -> list[tuple[int, Any]]:
         """Blocks until no worker is running; returns (and clears) the finished outcomes."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._running)
+        with self._idle:
+            self._idle.wait_for(lambda: not self._running)
             finished, self._finished = self._finished, []
             return finished
 
     def take_pending(self) -> dict[int, Atoms]:
         """Returns (and clears) the pending requests, by slot."""
-        with self._cond:
+        with self._lock:
             pending, self._pending = self._pending, {}
             return pending
 
     def respond(self, outcomes: dict[int, Evaluation | StructureFailed]) -> None:
         """Hands the evaluated batch back and wakes its workers."""
-        with self._cond:
+        with self._lock:
             self._running.update(outcomes)
             self._responses.update(outcomes)
-            self._cond.notify_all()
+            wakeups = [self._wakeups[slot] for slot in outcomes]
+        for wakeup in wakeups:
+            wakeup.set()
 
     def abort(self) -> None:
         """Makes every blocked and future request raise :class:`RelaxationAborted`."""
-        with self._cond:
+        with self._lock:
             self._aborted = True
-            self._cond.notify_all()
+            wakeups = list(self._wakeups.values())
+        for wakeup in wakeups:
+            wakeup.set()

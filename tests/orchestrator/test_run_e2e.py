@@ -1,0 +1,252 @@
+"""End to end: `umlip run` with a real EMT service process and a real local Ray.
+
+Tables are written; a second run resumes with nothing recomputed; a run killed midway
+and resumed gives the same table as an uninterrupted run; bad input becomes rows or
+messages while the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from umlip_serve.process import ServiceProcess
+
+#: The test's Ray head listens on loopback only; token authentication is off for it.
+RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+RUN_FLAGS = ["--ion-mode", "clamped", "--group-size", "2", "--no-progress"]
+COMPARED = [
+    "material_id",
+    "model",
+    "status",
+    "relax_converged",
+    "relax_steps",
+    "relaxed_cell_a",
+    "elastic_tensor_gpa",
+    "k_vrh_gpa",
+    "g_vrh_gpa",
+    "born_stable",
+]
+
+
+def emt_structures() -> list[Atoms]:
+    """20 EMT-compatible crystals: fcc, bcc, hcp, L1_2, some strained or rattled."""
+    structures = [
+        bulk(s, "fcc", a=a)
+        for s, a in [
+            ("Cu", 3.6),
+            ("Al", 4.05),
+            ("Ni", 3.52),
+            ("Pd", 3.9),
+            ("Pt", 3.92),
+            ("Ag", 4.09),
+            ("Au", 4.08),
+        ]
+    ]
+    structures += [bulk("Cu", "bcc", a=2.87), bulk("Ni", "bcc", a=2.8)]
+    structures += [
+        bulk(s, "hcp", a=a, c=1.633 * a) for s, a in [("Ni", 2.49), ("Cu", 2.55), ("Pt", 2.77)]
+    ]
+    for host, minority, a in [("Cu", "Au", 3.75), ("Ni", "Al", 3.57), ("Pt", "Al", 3.87)]:
+        alloy = bulk(host, "fcc", a=a, cubic=True)
+        alloy.symbols[0] = minority
+        structures.append(alloy)
+    strained = bulk("Cu", "fcc", a=3.6, cubic=True)
+    strained.set_cell(strained.cell.array * [1.02, 0.99, 1.0], scale_atoms=True)
+    rattled = bulk("Al", "fcc", a=4.05, cubic=True)
+    rattled.rattle(0.03, seed=3)
+    sheared = bulk("Ni", "fcc", a=3.52)
+    sheared.set_cell(sheared.cell.array @ [[1, 0.02, 0], [0, 1, 0], [0, 0, 1]], scale_atoms=True)
+    supercell = bulk("Pd", "fcc", a=3.9, cubic=True) * (2, 1, 1)
+    supercell.rattle(0.02, seed=4)
+    squeezed = bulk("Au", "fcc", a=3.95)
+    structures += [strained, rattled, sheared, supercell, squeezed]
+    for index, atoms in enumerate(structures):
+        atoms.info["material_id"] = f"emt-{index:02d}-{atoms.get_chemical_formula()}"
+    return structures
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "emt20.extxyz"
+    ase.io.write(path, emt_structures(), format="extxyz")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray head on loopback shared by the runs of this module (`--ray-address`)."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("ray") / "head.log").open("w")
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **RAY_TEST_ENV},
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert head.poll() is None and time.monotonic() < deadline, "ray head did not start"
+        time.sleep(0.5)
+    yield address
+    head.send_signal(signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+    log.close()
+
+
+def umlip(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "umlip_orchestrator.cli", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **RAY_TEST_ENV},
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def run_to_end(*args: str) -> str:
+    process = umlip(*args)
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output
+    return output
+
+
+def part_files(out: Path) -> list[Path]:
+    return sorted((out / "parts" / "results").glob("model=*/part-*.parquet"))
+
+
+def compared(out: Path) -> dict[str, list[object]]:
+    return pq.read_table(out / "results.parquet", columns=COMPARED).to_pydict()
+
+
+def test_run_resume_and_kill(
+    emt_service: ServiceProcess, dataset: Path, tmp_path: Path, ray_address: str
+) -> None:
+    service = f"emt={emt_service.target}"
+    flags = [*RUN_FLAGS, "--ray-address", ray_address]
+    whole = tmp_path / "whole"
+    output = run_to_end(
+        "--service", service, "--dataset", str(dataset), "--out", str(whole), *flags
+    )
+    table = pq.read_table(whole / "results.parquet")
+    assert table.num_rows == 20, output
+    assert set(table.column("status").to_pylist()) == {"ok"}, table.column("error").to_pylist()
+    tensors = np.array(table.column("elastic_tensor_gpa").to_pylist())
+    assert np.all(np.isfinite(tensors))
+    stresses = pq.read_table(whole / "stresses.parquet")
+    assert stresses.num_rows == 20 * 24
+    assert pq.read_schema(whole / "results.parquet").field("k_vrh_gpa").metadata[b"unit"] == b"GPa"
+    assert (whole / "manifest.json").exists()
+
+    # Resume with nothing to do: no new part file, same table.
+    before = part_files(whole)
+    run_to_end("--service", service, "--dataset", str(dataset), "--out", str(whole), *flags)
+    assert part_files(whole) == before
+
+    # Kill midway (SIGKILL, the whole process group), then resume.
+    killed = tmp_path / "killed"
+    process = umlip(
+        "--service", service, "--dataset", str(dataset), "--out", str(killed), *flags
+    )
+    deadline = time.monotonic() + 600
+    while len(part_files(killed)) < 2:
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    written_before_kill = len(pq.read_table(part_files(killed)[0]).column("material_id"))
+    assert not (killed / "results.parquet").exists()
+    assert written_before_kill >= 1
+    run_to_end("--service", service, "--dataset", str(dataset), "--out", str(killed), *flags)
+    resumed, uninterrupted = compared(killed), compared(whole)
+    assert resumed["material_id"] == uninterrupted["material_id"]
+    for column in COMPARED:
+        if column in ("relaxed_cell_a", "elastic_tensor_gpa", "k_vrh_gpa", "g_vrh_gpa"):
+            np.testing.assert_allclose(
+                np.array(resumed[column], dtype=float), np.array(uninterrupted[column], dtype=float)
+            )
+        else:
+            assert resumed[column] == uninterrupted[column], column
+
+
+def test_bad_input_becomes_rows_and_messages(emt_service: ServiceProcess, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    ase.io.write(folder / "good.extxyz", [bulk("Cu", "fcc", a=3.6), bulk("Ni", "fcc", a=3.52)])
+    ase.io.write(folder / "xenon.cif", bulk("Xe", "fcc", a=6.2))
+    overlapping = bulk("Cu", "fcc", a=3.6, cubic=True)
+    overlapping.positions[1] = overlapping.positions[0] + [0.05, 0, 0]
+    ase.io.write(folder / "overlapping.extxyz", overlapping)
+    (folder / "notes.txt").write_text("this is not a crystal structure\n")
+    out = tmp_path / "out"
+    output = run_to_end(
+        "--service",
+        f"emt={emt_service.target}",
+        "--dataset",
+        str(folder),
+        "--out",
+        str(out),
+        *RUN_FLAGS,
+    )
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    by_id = {row["material_id"]: row for row in rows}
+    assert by_id["good#0"]["status"] == "ok" and by_id["good#1"]["status"] == "ok"
+    assert by_id["xenon"]["status"] == "skipped" and "Xe" in by_id["xenon"]["error"]
+    assert by_id["overlapping"]["status"] == "failed" and "apart" in by_id["overlapping"]["error"]
+    assert "notes.txt" in output and "could not be read" in output
+    assert "Traceback" not in output
+
+
+def test_clear_errors_on_bad_arguments(tmp_path: Path) -> None:
+    for args, message in [
+        (["--service", "emt", "--dataset", "x"], "expected NAME=HOST:PORT"),
+        (
+            ["--service", "emt=127.0.0.1:1", "--dataset", str(tmp_path / "missing")],
+            "does not exist",
+        ),
+        (["--service", "emt=127.0.0.1:1", "--dataset", str(tmp_path), "--fmax", "-1"], "positive"),
+    ]:
+        process = umlip(*args, "--out", str(tmp_path / "o"))
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 2, output
+        assert message in output and "Traceback" not in output
