@@ -20,9 +20,9 @@ import ase.io
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from ase import Atoms
 from ase.build import bulk
 
+from umlip_orchestrator.examples import emt_crystals
 from umlip_serve.process import ServiceProcess
 
 #: The test's Ray head listens on loopback only; token authentication is off for it.
@@ -42,47 +42,10 @@ COMPARED = [
 ]
 
 
-def emt_structures() -> list[Atoms]:
-    """20 EMT-compatible crystals: fcc, bcc, hcp, L1_2, some strained or rattled."""
-    structures = [
-        bulk(s, "fcc", a=a)
-        for s, a in [
-            ("Cu", 3.6),
-            ("Al", 4.05),
-            ("Ni", 3.52),
-            ("Pd", 3.9),
-            ("Pt", 3.92),
-            ("Ag", 4.09),
-            ("Au", 4.08),
-        ]
-    ]
-    structures += [bulk("Cu", "bcc", a=2.87), bulk("Ni", "bcc", a=2.8)]
-    structures += [
-        bulk(s, "hcp", a=a, c=1.633 * a) for s, a in [("Ni", 2.49), ("Cu", 2.55), ("Pt", 2.77)]
-    ]
-    for host, minority, a in [("Cu", "Au", 3.75), ("Ni", "Al", 3.57), ("Pt", "Al", 3.87)]:
-        alloy = bulk(host, "fcc", a=a, cubic=True)
-        alloy.symbols[0] = minority
-        structures.append(alloy)
-    strained = bulk("Cu", "fcc", a=3.6, cubic=True)
-    strained.set_cell(strained.cell.array * [1.02, 0.99, 1.0], scale_atoms=True)
-    rattled = bulk("Al", "fcc", a=4.05, cubic=True)
-    rattled.rattle(0.03, seed=3)
-    sheared = bulk("Ni", "fcc", a=3.52)
-    sheared.set_cell(sheared.cell.array @ [[1, 0.02, 0], [0, 1, 0], [0, 0, 1]], scale_atoms=True)
-    supercell = bulk("Pd", "fcc", a=3.9, cubic=True) * (2, 1, 1)
-    supercell.rattle(0.02, seed=4)
-    squeezed = bulk("Au", "fcc", a=3.95)
-    structures += [strained, rattled, sheared, supercell, squeezed]
-    for index, atoms in enumerate(structures):
-        atoms.info["material_id"] = f"emt-{index:02d}-{atoms.get_chemical_formula()}"
-    return structures
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "emt20.extxyz"
-    ase.io.write(path, emt_structures(), format="extxyz")
+    ase.io.write(path, emt_crystals(), format="extxyz")
     return path
 
 
@@ -184,9 +147,7 @@ def test_run_resume_and_kill(
 
     # Kill midway (SIGKILL, the whole process group), then resume.
     killed = tmp_path / "killed"
-    process = umlip(
-        "--service", service, "--dataset", str(dataset), "--out", str(killed), *flags
-    )
+    process = umlip("--service", service, "--dataset", str(dataset), "--out", str(killed), *flags)
     deadline = time.monotonic() + 600
     while len(part_files(killed)) < 2:
         assert process.poll() is None, process.communicate()[0]
