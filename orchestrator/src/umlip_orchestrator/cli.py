@@ -25,6 +25,7 @@ from umlip_orchestrator import __version__
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATASET = REPO_ROOT / "data" / "mp-binary-sample-20.json.gz"
+DEFAULT_STATE_DIR = Path(".umlip")
 
 
 def _service_arg(text: str) -> tuple[str, str]:
@@ -86,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-active", type=_positive_int, default=64, help="structures in lockstep")
     run.add_argument("--ray-address", help="join this Ray cluster (default: start a local one)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where `umlip services up` keeps its endpoint list (used when it is running)",
+    )
+
+    services = commands.add_parser("services", help="local potential services (no Docker)")
+    services.add_argument("action", choices=("up", "down", "status"))
+    services.add_argument("--models", help="comma-separated names (default: the default set)")
+    services.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     return parser
 
 
@@ -100,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from umlip_orchestrator.commands.run import run_command
 
         return run_command(args)
+    if args.command == "services":
+        from umlip_orchestrator.commands.services import services_command
+
+        return services_command(args)
     return 2
 
 

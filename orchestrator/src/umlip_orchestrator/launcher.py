@@ -98,7 +98,10 @@ def ensure_environment(service: LocalService) -> Path:
 
 
 def write_endpoints(path: Path, endpoints: Mapping[str, str]) -> None:
-    """Writes the endpoint list ``{"services": {name: "host:port"}}`` atomically."""
+    """Writes the endpoint list ``{"services": {name: "host:port"}}`` atomically.
+
+    The same ``{"services": {name: text}}`` layout also records pids and reasons.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"services": dict(endpoints)}, indent=2) + "\n")

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from umlip_orchestrator.commands.services import select_models
 from umlip_orchestrator.datasets import DatasetError
 from umlip_orchestrator.elastic import StrainSettings
 from umlip_orchestrator.launcher import (
@@ -23,6 +24,7 @@ from umlip_orchestrator.launcher import (
 from umlip_orchestrator.records import MaterialResult
 from umlip_orchestrator.relax import RelaxSettings
 from umlip_orchestrator.runner import RunConfig, RunSummary, run_benchmark
+from umlip_orchestrator.supervisor import ENDPOINTS, supervisor_pid
 from umlip_orchestrator.tables import ResultStore
 from umlip_orchestrator.workflow import WorkflowSettings
 
@@ -67,18 +69,15 @@ def run_command(args: argparse.Namespace) -> int:
             except LauncherError as error:
                 return _fail(str(error))
         launched_skips: dict[str, str] = {}
+        if not services and supervisor_pid(args.state_dir) is not None:
+            services = read_endpoints(args.state_dir / ENDPOINTS)
+            print(f"umlip: using the services that are up: {', '.join(services)}", file=sys.stderr)
         if not services:
             try:
                 available = read_service_list()
+                names = select_models(args.models)
             except LauncherError as error:
                 return _fail(str(error))
-            if args.models:
-                names = [n.strip() for n in args.models.split(",") if n.strip()]
-                unknown = [n for n in names if n not in available]
-                if unknown:
-                    return _fail(f"unknown model(s) {unknown}; known: {sorted(available)}")
-            else:
-                names = [n for n, s in available.items() if s.default]
             print(f"umlip: starting local services: {', '.join(names)}", file=sys.stderr)
             fleet = stack.enter_context(
                 LocalFleet([available[n] for n in names], args.out / "service-logs")

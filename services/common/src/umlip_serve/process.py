@@ -118,6 +118,10 @@ class ServiceProcess:
             raise ServiceStartError(f"{error}\n{self.log_tail()}") from error
         return self
 
+    def returncode_if_exited(self) -> int | None:
+        """The exit code if the process has exited, else None."""
+        return None if self._process is None else self._process.poll()
+
     def log_tail(self, lines: int = 40) -> str:
         """Last lines of the service log."""
         if not self.log_path.exists():

@@ -1,0 +1,155 @@
+"""``umlip services up|down|status``: local services kept running in the background.
+
+``up`` starts a detached supervisor process. It starts every requested service (each
+in its own environment, see :mod:`umlip_orchestrator.launcher`), writes the endpoint
+list ``<state_dir>/endpoints.json``, and restarts a service that dies on the same
+port, so clients keep their address. ``down`` sends the supervisor SIGTERM: it stops
+every service gracefully and removes the endpoint list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from umlip_orchestrator.launcher import (
+    LauncherError,
+    LocalFleet,
+    LocalService,
+    read_service_list,
+    write_endpoints,
+)
+from umlip_serve.process import ServiceProcess, ServiceStartError
+
+logger = logging.getLogger("umlip_orchestrator.supervisor")
+
+ENDPOINTS = "endpoints.json"
+PID_FILE = "supervisor.pid"
+PIDS = "pids.json"
+CHECK_INTERVAL_S = 1.0
+
+
+def supervisor_pid(state_dir: Path) -> int | None:
+    """The pid of a live supervisor of ``state_dir``, or None."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def start_supervisor(state_dir: Path, names: list[str], timeout_s: float = 900.0) -> Path:
+    """Starts the supervisor detached; returns the endpoint list once it is written.
+
+    Raises:
+        LauncherError: it is already running, or it exited before writing the list.
+    """
+    if supervisor_pid(state_dir) is not None:
+        raise LauncherError(f"services already up (supervisor of {state_dir}); run `down` first")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    endpoints = state_dir / ENDPOINTS
+    endpoints.unlink(missing_ok=True)
+    with (state_dir / "supervisor.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "umlip_orchestrator.supervisor", str(state_dir), *names],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while not endpoints.exists():
+        if process.poll() is not None:
+            raise LauncherError(f"supervisor exited; see {state_dir / 'supervisor.log'}")
+        if time.monotonic() > deadline:
+            raise LauncherError("services did not start in time")
+        time.sleep(0.2)
+    return endpoints
+
+
+def stop_supervisor(state_dir: Path, timeout_s: float = 120.0) -> bool:
+    """Stops the supervisor (and so every service); False if none was running."""
+    pid = supervisor_pid(state_dir)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while supervisor_pid(state_dir) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return True
+
+
+def supervise(state_dir: Path, services: list[LocalService]) -> int:
+    """The supervisor's main loop (runs in the detached process)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    (state_dir / PID_FILE).write_text(str(os.getpid()))
+    fleet = LocalFleet(services, state_dir / "logs")
+    fleet.start()
+    for name, reason in fleet.unavailable.items():
+        logger.error("%s unavailable: %s", name, reason)
+    write_endpoints(state_dir / "unavailable.json", fleet.unavailable)
+    _write_pids(state_dir, fleet)
+    write_endpoints(state_dir / ENDPOINTS, fleet.endpoints)
+    by_name = {s.name: s for s in services}
+    try:
+        while not stop.wait(CHECK_INTERVAL_S):
+            for name, process in list(fleet.processes.items()):
+                if process.returncode_if_exited() is None:
+                    continue
+                logger.warning(
+                    "%s died (exit %s); restarting", name, process.returncode_if_exited()
+                )
+                fleet.processes[name] = _restart(by_name[name], process, state_dir)
+                _write_pids(state_dir, fleet)
+    finally:
+        fleet.stop()
+        (state_dir / ENDPOINTS).unlink(missing_ok=True)
+        (state_dir / PID_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def _write_pids(state_dir: Path, fleet: LocalFleet) -> None:
+    """Records each service's process id in ``<state_dir>/pids.json``."""
+    pids = {name: str(process.pid) for name, process in fleet.processes.items()}
+    write_endpoints(state_dir / PIDS, pids)
+
+
+def _restart(service: LocalService, dead: ServiceProcess, state_dir: Path) -> ServiceProcess:
+    """A new process of ``service`` on the port the dead one had."""
+    replacement = ServiceProcess(
+        python=service.python,
+        module=service.module,
+        env={**service.env, "UMLIP_PORT": str(dead.port)},
+        log_path=state_dir / "logs" / f"{service.name}.log",
+        start_timeout_s=600,
+    )
+    try:
+        return replacement.start()
+    except ServiceStartError as error:
+        logger.error("restart of %s failed: %s", service.name, error)
+        return dead
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the detached supervisor process."""
+    parser = argparse.ArgumentParser(prog="umlip-supervisor")
+    parser.add_argument("state_dir", type=Path)
+    parser.add_argument("names", nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    available = read_service_list()
+    return supervise(args.state_dir, [available[n] for n in args.names])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
