@@ -12,6 +12,7 @@ import pytest
 from ase.build import bulk
 from ase.io import write
 from pymatgen.core import Lattice, Structure
+from shared_data import DE_JONG, MP_BINARY
 
 from umlip_orchestrator.datasets import (
     DatasetError,
@@ -20,11 +21,6 @@ from umlip_orchestrator.datasets import (
     load_dataset,
     sample_dataset,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-MP_BINARY = SHARED_DATA / "mp-binary-pbe-elasticity-2025.1.json.gz"
-DE_JONG = SHARED_DATA / "deJong2015_mp_elastic_tensor_1181.json.gz"
 
 
 def _first_entries(path: Path, n: int) -> list[dict[str, Any]]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from pymatgen.analysis.elasticity import ElasticTensor
+from shared_data import DE_JONG, load_json_gz
 
 from umlip_orchestrator.elastic import (
     StrainSettings,
@@ -18,24 +16,13 @@ from umlip_orchestrator.elastic import (
     strain_to_voigt,
 )
 
-DE_JONG = "deJong2015_mp_elastic_tensor_1181.json.gz"
 NOISE_GPA = 0.01  # stress noise, GPa (0.1 kbar: a tight DFT/ML stress)
-
-
-def shared_data_dir() -> Path:
-    """<repo root>/../shared/data, the repo root being three levels above this file."""
-    repo_root = Path(__file__).resolve().parents[3]
-    for candidate in (repo_root.parent / "shared" / "data", repo_root / "shared" / "data"):
-        if (candidate / DE_JONG).is_file():
-            return candidate
-    raise FileNotFoundError(f"shared data ({DE_JONG}) not found next to {repo_root}")
 
 
 @pytest.fixture(scope="module")
 def monoclinic_tensor() -> np.ndarray:
     """The first monoclinic (space groups 3-15) tensor of the de Jong set, GPa."""
-    with gzip.open(shared_data_dir() / DE_JONG, "rt") as f:
-        entries = json.load(f)
+    entries = load_json_gz(DE_JONG)
     entry = next(e for e in entries if 3 <= e["space_group"] <= 15)
     c = np.array(entry["elastic_tensor_original"])
     # Really non-cubic: normal-shear couplings present.

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 from pymatgen.analysis.elasticity import ElasticTensor
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
+from shared_data import SHARED_DATA, load_json_gz
 
 from umlip_orchestrator.elastic import (
     debye_temperature,
@@ -28,18 +26,8 @@ K_B = 1.380649e-23  # J/K
 AMU = 1.66053906660e-27  # kg
 
 
-def shared_data_dir() -> Path:
-    """<repo root>/../shared/data, the repo root being three levels above this file."""
-    repo_root = Path(__file__).resolve().parents[3]
-    for candidate in (repo_root.parent / "shared" / "data", repo_root / "shared" / "data"):
-        if (candidate / DE_JONG).is_file():
-            return candidate
-    raise FileNotFoundError(f"shared data ({DE_JONG}) not found next to {repo_root}")
-
-
 def _load(name: str) -> list[dict[str, Any]]:
-    with gzip.open(shared_data_dir() / name, "rt") as f:
-        return json.load(f)
+    return load_json_gz(SHARED_DATA / name)
 
 
 @pytest.fixture(scope="module")
