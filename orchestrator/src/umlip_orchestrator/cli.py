@@ -49,6 +49,44 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _epsilon_arg(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not sep or not name or not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected PROPERTY=NUMBER >= 0, got {text!r}")
+    return name, number
+
+
+def _pair_arg(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition("=")
+    if not sep or not a or not b:
+        raise argparse.ArgumentTypeError(f"expected MODEL_A=MODEL_B, got {text!r}")
+    return a, b
+
+
+def _add_reference_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--reference",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="DFT reference dataset (repeatable; earlier files win per material); default: "
+        "the reference K and G stored in the results (see docs/report.md)",
+    )
+    command.add_argument(
+        "--epsilon",
+        action="append",
+        type=_epsilon_arg,
+        metavar="PROPERTY=VALUE",
+        help="leave materials with |DFT value| < VALUE out of MAPE and relative errors "
+        "(repeatable; properties: k_vrh g_vrh youngs_modulus poisson_ratio pugh_ratio "
+        "universal_anisotropy cauchy_pressure debye_temperature)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -98,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("action", choices=("up", "down", "status"))
     services.add_argument("--models", help="comma-separated names (default: the default set)")
     services.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
+    report = commands.add_parser("report", help="compare a run's results with DFT")
+    report.add_argument("results_dir", type=Path, help="a run's output directory")
+    report.add_argument("--out", type=Path, help="report directory (default RESULTS_DIR/report)")
+    _add_reference_flags(report)
+
+    compare = commands.add_parser("compare", help="MAPE and IQR change between two runs")
+    compare.add_argument("run_a", type=Path, help="output directory of the first run")
+    compare.add_argument("run_b", type=Path, help="output directory of the second run")
+    compare.add_argument("--out", type=Path, required=True, help="comparison directory")
+    compare.add_argument(
+        "--pair",
+        action="append",
+        type=_pair_arg,
+        metavar="MODEL_A=MODEL_B",
+        help="compare model MODEL_A of run A with MODEL_B of run B (repeatable); default: "
+        "models of the same name, or the only model of each run",
+    )
+    _add_reference_flags(compare)
     return parser
 
 
@@ -116,6 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from umlip_orchestrator.commands.services import services_command
 
         return services_command(args)
+    if args.command == "report":
+        from umlip_orchestrator.commands.report import report_command
+
+        return report_command(args)
+    if args.command == "compare":
+        from umlip_orchestrator.commands.compare import compare_command
+
+        return compare_command(args)
     return 2
 
 
