@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
-# The test command: lint, the workspace tests (real EMT server processes, real Ray), and
-# each service's own tests inside that service's own environment.
+# The test command: lint, each potential service's own tests inside that service's own
+# environment, the workspace tests (real server processes, real Ray, the HTML report in
+# headless Chromium), and the container end-to-end test (Docker, compose).
+# UMLIP_SKIP_CONTAINERS=1 leaves out the container stage (quick local runs).
+# Extra arguments go to the workspace pytest run.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/.."; pwd)"
 cd "$root"
-scripts/setup.sh emt
-echo "== ruff"
-uv run ruff check .
-uv run ruff format --check .
-echo "== services/emt (own environment)"
-services/emt/.venv/bin/python -m pytest -q -p no:cacheprovider services/emt/tests
-echo "== workspace tests"
-uv run pytest -q "$@"
+started=$(date +%s)
+stage() { echo "== $1 ($(( $(date +%s) - started )) s)"; }
+
+if ! command -v chromium >/dev/null 2>&1; then
+  stage "installing chromium (the report test renders the HTML page)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+services=()
+for lock in services/*/uv.lock; do services+=("$(basename "$(dirname "$lock")")"); done
+stage "environments: workspace + ${services[*]}"
+scripts/setup.sh "${services[@]}"
+
+stage "ruff"
+uv run --frozen ruff check .
+uv run --frozen ruff format --check .
+
+for service in "${services[@]}"; do
+  stage "services/$service (its own environment)"
+  "services/$service/.venv/bin/python" -m pytest -q -p no:cacheprovider "services/$service/tests"
+done
+
+stage "workspace tests"
+uv run --frozen pytest -q "$@"
+
+if [ "${UMLIP_SKIP_CONTAINERS:-0}" != "1" ] && [ -x scripts/container-e2e.sh ]; then
+  stage "container end-to-end"
+  scripts/container-e2e.sh
+fi
+stage "all tests passed"
