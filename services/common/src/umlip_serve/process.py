@@ -111,12 +111,16 @@ class ServiceProcess:
                 raise ServiceStartError(f"{self._module} bound no port:\n{self.log_tail()}")
             time.sleep(0.05)
         self.port = int(port_file.read_text())
-        try:
-            wait_until_serving(self.target, max(1.0, deadline - time.monotonic()))
-        except TimeoutError as error:
-            self.stop()
-            raise ServiceStartError(f"{error}\n{self.log_tail()}") from error
-        return self
+        while True:  # wait for SERVING, noticing a process that exits while loading
+            if self._process.poll() is not None:
+                raise ServiceStartError(f"{self._module} exited while loading:\n{self.log_tail()}")
+            try:
+                wait_until_serving(self.target, min(2.0, max(0.1, deadline - time.monotonic())))
+                return self
+            except TimeoutError as error:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServiceStartError(f"{error}\n{self.log_tail()}") from error
 
     def returncode_if_exited(self) -> int | None:
         """The exit code if the process has exited, else None."""

@@ -1,0 +1,127 @@
+"""MatterSim (M3GNet) as a umlip :class:`Potential`: one forward pass per batch.
+
+All structures of a call go through mattersim's ``build_dataloader`` as one batch and
+``Potential.predict_properties`` (what ``MatterSimCalculator`` does for one structure).
+MatterSim builds its graphs in float32 only, so the model runs in float32 whatever
+``UMLIP_DTYPE`` asks, and GetModelInfo says so. Its stress is in GPa with ASE's sign:
+it is converted to eV/Å^3 and reshaped to Voigt order here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import mattersim
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.stress import full_3x3_to_voigt_6_stress
+from mattersim.datasets.utils.build import build_dataloader
+from mattersim.forcefield.potential import Potential as MatterSimModel
+
+from umlip_mattersim.checkpoint import resolve_checkpoint
+from umlip_serve import (
+    CalculatorSetupError,
+    ModelInfo,
+    Potential,
+    Property,
+    StructureBatch,
+    StructureError,
+    StructureErrorCode,
+    StructureOutput,
+    StructureResult,
+    batch_to_atoms,
+    file_sha256,
+    package_versions,
+)
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = ("mattersim", "torch", "e3nn", "torch-geometric", "pymatgen-core", "ase", "numpy")
+
+
+class MatterSimPotential(Potential):
+    """MatterSim; energies in eV, forces eV/Å, stress eV/Å^3 (ASE sign, Voigt xx..xy)."""
+
+    name = "mattersim"
+
+    def load(self) -> ModelInfo:
+        """Loads ``settings.checkpoint`` (a pretrained name or a ``.pth`` file)."""
+        torch.set_num_threads(self.settings.torch_threads)
+        checkpoint_name, path = resolve_checkpoint(self.settings.checkpoint)
+        if self.settings.dtype != "float32":
+            logger.warning("MatterSim runs in float32 only; UMLIP_DTYPE=%s", self.settings.dtype)
+        try:
+            self._model = MatterSimModel.from_checkpoint(
+                load_path=str(path), device=self.settings.device, load_training_state=False
+            )
+        except Exception as error:
+            raise CalculatorSetupError(
+                f"cannot read MatterSim checkpoint {path}: {error}"
+            ) from error
+        args = self._model.model.model_args
+        self._cutoff = float(args["cutoff"])
+        self._threebody_cutoff = float(args["threebody_cutoff"])
+        return ModelInfo(
+            model_version=mattersim.__version__,
+            checkpoint_name=checkpoint_name,
+            checkpoint_sha256=file_sha256(path),
+            # The one-hot embedding covers Z = 0..max_z (94 for the pretrained models).
+            supported_atomic_numbers=frozenset(range(1, int(args["max_z"]) + 1)),
+            cutoff=self._cutoff,
+            package_versions=package_versions(*_VERSIONED),
+            dtype="float32",
+            device=str(self._model.device),
+        )
+
+    def calculate(
+        self, batch: StructureBatch, properties: Sequence[Property]
+    ) -> list[StructureResult]:
+        """Runs the computable structures as one graph batch; the rest fail in-band."""
+        want_stress = Property.STRESS in properties
+        results: list[StructureResult | None] = [None] * batch.n_structures
+        structures: list[Atoms] = []
+        for index, atoms in enumerate(batch_to_atoms(batch)):
+            if want_stress and not atoms.pbc.all():
+                results[index] = StructureError(
+                    code=StructureErrorCode.CALCULATION_FAILED,
+                    message="stress is undefined for a structure that is not periodic "
+                    "in all three directions",
+                )
+            else:
+                structures.append(atoms)
+        rows = [i for i, result in enumerate(results) if result is None]
+        if structures:
+            for row, output in zip(rows, self._predict(structures, properties), strict=True):
+                results[row] = output
+        return [r for r in results if r is not None]
+
+    def _predict(
+        self, structures: list[Atoms], properties: Sequence[Property]
+    ) -> list[StructureOutput]:
+        """One dataloader batch, one forward pass; outputs in structure order."""
+        want_forces = Property.FORCES in properties
+        want_stress = Property.STRESS in properties
+        loader = build_dataloader(
+            structures,
+            only_inference=True,
+            cutoff=self._cutoff,
+            threebody_cutoff=self._threebody_cutoff,
+            batch_size=len(structures),
+        )
+        energies, forces, stresses = self._model.predict_properties(
+            loader, include_forces=want_forces or want_stress, include_stresses=want_stress
+        )
+        if len(energies) != len(structures):
+            raise RuntimeError(f"MatterSim returned {len(energies)} of {len(structures)} results")
+        return [
+            StructureOutput(
+                energy=float(energies[i]) if Property.ENERGY in properties else None,
+                forces=np.asarray(forces[i], dtype=np.float64) if want_forces else None,
+                stress=full_3x3_to_voigt_6_stress(np.asarray(stresses[i], np.float64) * units.GPa)
+                if want_stress
+                else None,
+            )
+            for i in range(len(structures))
+        ]
