@@ -14,6 +14,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   stage "installing chromium (the report test renders the HTML page)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+if [ "${UMLIP_SKIP_CONTAINERS:-0}" != "1" ]; then
+  stage "container tools (docker.io, docker-compose, debootstrap)"
+  scripts/container-e2e.sh --tools-only
+fi
 services=()
 for lock in services/*/uv.lock; do services+=("$(basename "$(dirname "$lock")")"); done
 stage "environments: workspace + ${services[*]}"

@@ -1,0 +1,171 @@
+"""deploy/compose: the stack as docker-compose renders it, without a Docker daemon.
+
+``docker-compose config`` (Debian's 1.29, which the container end-to-end test uses too)
+merges the files and substitutes the variables; the checks then read what Compose would
+run: host networking with every service on its own loopback port, health-gated start of
+the benchmark, an endpoint list that matches the ports, GPU reservations in gpu.yml and
+CPU builds in cpu.yml. Without docker-compose the raw files are checked instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = REPO_ROOT / "deploy" / "compose"
+#: The model services of the stack: those its endpoint list names.
+MODELS = sorted(json.loads((COMPOSE / "endpoints.json").read_text())["services"])
+HEALTH_PROBE = "/usr/local/lib/umlip/healthcheck.py"
+
+Config = dict[str, Any]
+
+
+@functools.cache
+def render(*files: str, **env: str) -> Config:
+    """``docker-compose -f FILE... config`` as a dict (skips without docker-compose)."""
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (scripts/container-e2e.sh installs it)")
+    variables = {k: v for k, v in os.environ.items() if not k.startswith(("UMLIP_", "COMPOSE_"))}
+    args = [compose, "--project-directory", str(COMPOSE)]
+    for name in files:
+        args += ["-f", str(COMPOSE / name)]
+    result = subprocess.run(
+        [*args, "config"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**variables, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def port_of(service: Config) -> int:
+    return int(service["environment"]["UMLIP_PORT"])
+
+
+def check_model_service(service: Config) -> None:
+    assert service["network_mode"] == "host"
+    assert service["environment"]["UMLIP_HOST"] == "127.0.0.1"
+    assert service["healthcheck"]["test"][-1] == HEALTH_PROBE
+    assert service["stop_grace_period"] == "30s"
+
+
+def test_base_stack_runs_the_models_gated_on_health() -> None:
+    config = render("docker-compose.yml")
+    services = config["services"]
+    assert {"chgnet", "mace", "mattersim", "sevennet"} <= set(MODELS)
+    assert sorted(services) == sorted([*MODELS, "benchmark", "emt"])
+    for name in [*MODELS, "emt"]:
+        check_model_service(services[name])
+        assert services[name]["image"] == f"umlip/{name}:0.1.0"
+        assert services[name]["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        assert (REPO_ROOT / services[name]["build"]["dockerfile"]).is_file()
+    ports = [port_of(services[name]) for name in [*MODELS, "emt"]]
+    assert len(set(ports)) == len(ports), "two services on one loopback port"
+    assert services["emt"]["profiles"] == ["reference"]
+    benchmark = services["benchmark"]
+    assert benchmark["network_mode"] == "host"
+    assert benchmark["depends_on"] == {m: {"condition": "service_healthy"} for m in MODELS}
+    assert (REPO_ROOT / benchmark["build"]["dockerfile"]).is_file()
+    command = benchmark["command"].split()
+    assert command[:2] == ["run", "--endpoints"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in benchmark["volumes"]}
+    assert Path(mounts["/etc/umlip/endpoints.json"]) == COMPOSE / "endpoints.json"
+    assert mounts["/results"] == "results"
+    assert {"results", "mace-cache", "mattersim-cache"} <= set(config["volumes"])
+
+
+def test_endpoint_list_names_each_model_on_its_loopback_port() -> None:
+    services = render("docker-compose.yml")["services"]
+    listed = json.loads((COMPOSE / "endpoints.json").read_text())["services"]
+    assert listed == {name: f"127.0.0.1:{port_of(services[name])}" for name in MODELS}
+
+
+def test_variables_choose_results_endpoints_and_run_arguments(tmp_path: Path) -> None:
+    config = render(
+        "docker-compose.yml",
+        UMLIP_TAG="test",
+        UMLIP_RESULTS=str(tmp_path),
+        UMLIP_ENDPOINTS=str(tmp_path / "endpoints.json"),
+        UMLIP_RUN_ARGS="--limit 2 --ion-mode clamped",
+    )
+    benchmark = config["services"]["benchmark"]
+    assert benchmark["image"] == "umlip/orchestrator:test"
+    assert benchmark["command"].split()[-4:] == ["--limit", "2", "--ion-mode", "clamped"]
+    assert f"{tmp_path}:/results:rw" in benchmark["volumes"]
+    assert f"{tmp_path / 'endpoints.json'}:/etc/umlip/endpoints.json:ro" in benchmark["volumes"]
+
+
+def test_gpu_override_reserves_an_nvidia_device_per_model() -> None:
+    services = render("docker-compose.yml", "gpu.yml")["services"]
+    for name in MODELS:
+        service = services[name]
+        assert service["environment"]["UMLIP_DEVICE"] == "cuda"
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia"
+        assert device["capabilities"] == ["gpu"]
+        assert device["device_ids"] == ["0"]
+        check_model_service(service)
+    pinned = render("docker-compose.yml", "gpu.yml", UMLIP_MACE_GPU="1")["services"]
+    assert pinned["mace"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [
+        "1"
+    ]
+    assert "deploy" not in services["benchmark"]
+
+
+def test_cpu_variant_builds_cpu_images() -> None:
+    services = render("docker-compose.yml", "cpu.yml")["services"]
+    for name in MODELS:
+        service = services[name]
+        assert service["image"] == f"umlip/{name}:0.1.0-cpu"
+        args = service["build"]["args"]
+        assert args["TORCH_VARIANT"] == "+cpu"
+        assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+        assert args["BASE_IMAGE"].startswith("python:3.11")
+        assert service["environment"]["UMLIP_DEVICE"] == "cpu"
+    # No torch in these two: one image serves both variants.
+    assert services["emt"]["image"] == "umlip/emt:0.1.0"
+    assert services["benchmark"]["image"] == "umlip/orchestrator:0.1.0"
+
+
+def test_e2e_stack_runs_emt_and_chgnet_on_chosen_ports() -> None:
+    config = render(
+        "e2e.yml", COMPOSE_PROFILES="reference", UMLIP_EMT_PORT="41001", UMLIP_CHGNET_PORT="41002"
+    )
+    services = config["services"]
+    assert sorted(services) == ["benchmark", "chgnet", "emt"]
+    assert port_of(services["emt"]) == 41001
+    assert port_of(services["chgnet"]) == 41002
+    for name in ("emt", "chgnet"):
+        check_model_service(services[name])
+    assert services["benchmark"]["depends_on"] == {
+        "emt": {"condition": "service_healthy"},
+        "chgnet": {"condition": "service_healthy"},
+    }
+    base = render("docker-compose.yml")["services"]["benchmark"]
+    for key in ("image", "network_mode", "init", "shm_size", "command", "volumes"):
+        assert services["benchmark"][key] == base[key], key
+
+
+def test_raw_files_without_docker_compose() -> None:
+    """What can be read without Compose: anchors resolved, health gating, host network."""
+    raw = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())
+    assert raw["version"] == "2.4"
+    for name in MODELS:
+        assert raw["services"][name]["network_mode"] == "host"
+        assert raw["services"][name]["healthcheck"]["test"][-1] == HEALTH_PROBE
+        assert raw["services"]["benchmark"]["depends_on"][name] == {"condition": "service_healthy"}
+    for name in ("gpu.yml", "cpu.yml", "e2e.yml"):
+        assert yaml.safe_load((COMPOSE / name).read_text())["version"] == "2.4"
