@@ -7,6 +7,7 @@ until its ``grpc.health.v1`` status is SERVING.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,6 +137,9 @@ class ServiceProcess:
         """SIGTERM, wait for the graceful stop (SIGKILL after ``timeout_s``); exit code."""
         if self._process is None:
             return None
+        (self._workdir / "port").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._workdir.rmdir()  # left in place while it holds the default log
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
             try:
