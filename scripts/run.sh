@@ -5,5 +5,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/setup.sh emt
+scripts/setup.sh
 exec uv run --frozen umlip run "$@"

@@ -86,7 +86,7 @@ def ensure_environment(service: LocalService) -> Path:
         raise LauncherError("uv is not installed (run scripts/setup.sh)")
     logger.info("creating the environment of %s (uv sync)", service.name)
     result = subprocess.run(
-        [uv, "sync", "--frozen", "--quiet", "--project", str(service.project)],
+        [uv, "sync", "--frozen", "--inexact", "--quiet", "--project", str(service.project)],
         capture_output=True,
         text=True,
         check=False,

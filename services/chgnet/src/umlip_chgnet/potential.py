@@ -1,0 +1,158 @@
+"""CHGNet as a umlip :class:`Potential`: one batched forward pass per call.
+
+CHGNet runs in float32 only (its graph code hard-codes ``torch.float32``), whatever
+``UMLIP_DTYPE`` says; ``GetModelInfo`` reports float32. Its stress is (1/V) dE/d(strain)
+in GPa, ASE's sign, but with V the *signed* cell determinant: chgnet 0.4.2 (and its ASE
+calculator) flips the stress of a left-handed cell. The adapter converts GPa to eV/Å^3
+and multiplies by the sign of the determinant (proven by the finite-difference tests).
+
+CHGNet's forward pass is memory-hungry (on CPU about 0.15 MB per directed edge of the
+atom graph with forces and stress: 100 MPtrj frames in one pass exceeded 23 GB), so one
+call's graphs go through the model in as few passes as fit
+:attr:`CHGNetPotential.max_edges_per_pass`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from ase.stress import full_3x3_to_voigt_6_stress
+from chgnet.model import CHGNet
+from pymatgen.core import Lattice, Structure
+
+from umlip_chgnet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
+from umlip_serve import (
+    CalculatorSetupError,
+    ModelInfo,
+    Potential,
+    Property,
+    StructureBatch,
+    StructureError,
+    StructureErrorCode,
+    StructureOutput,
+    StructureResult,
+    file_sha256,
+    package_versions,
+)
+
+logger = logging.getLogger(__name__)
+
+#: 1 eV/Å^3 in GPa (SCIENCE.md).
+GPA_PER_EV_PER_A3 = 160.21766208
+
+
+def _task(properties: Sequence[Property]) -> str:
+    """CHGNet's prediction task for the requested properties ("e", "ef" or "efs")."""
+    if Property.STRESS in properties:
+        return "efs"
+    return "ef" if Property.FORCES in properties else "e"
+
+
+class CHGNetPotential(Potential):
+    """CHGNet; outputs in eV, eV/Å and eV/Å^3 (Voigt xx yy zz yz xz xy, tensile > 0)."""
+
+    name = "chgnet"
+    #: Most directed atom-graph edges in one forward pass (a memory bound; a larger
+    #: structure runs alone).
+    max_edges_per_pass: int = 10_000
+
+    def load(self) -> ModelInfo:
+        """Loads a pretrained CHGNet (default 0.3.0) or a checkpoint file."""
+        torch.set_num_threads(self.settings.torch_threads)
+        checkpoint = self.settings.checkpoint or DEFAULT_CHECKPOINT
+        name, path, pretrained = resolve_checkpoint(checkpoint)
+        try:
+            if pretrained:  # upstream's loader applies the per-version quirks (mlp_out_bias)
+                model = CHGNet.load(model_name=name, use_device="cpu", verbose=False)
+            else:
+                model = CHGNet.from_file(str(path))
+            self._model = model.to(self.settings.device).eval()
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+            raise CalculatorSetupError(f"cannot load CHGNet from {path}: {error}") from error
+        self._model.graph_converter.set_isolated_atom_response("error")
+        if self.settings.dtype != "float32":
+            logger.warning(
+                "CHGNet runs in float32 only; UMLIP_DTYPE=%s ignored", self.settings.dtype
+            )
+        versions = package_versions("chgnet", "torch", "pymatgen", "numpy")
+        n_elements = self._model.atom_embedding.embedding.num_embeddings
+        return ModelInfo(
+            model_version=versions["chgnet"],
+            checkpoint_name=name,
+            checkpoint_sha256=file_sha256(path),
+            supported_atomic_numbers=frozenset(range(1, n_elements + 1)),
+            cutoff=float(self._model.model_args["atom_graph_cutoff"]),
+            package_versions=versions,
+            dtype="float32",
+            device=str(next(self._model.parameters()).device),
+        )
+
+    def calculate(
+        self, batch: StructureBatch, properties: Sequence[Property]
+    ) -> list[StructureResult]:
+        """Builds one graph per structure, then runs all graphs as one model batch."""
+        results: list[StructureResult | None] = [None] * batch.n_structures
+        graphs, owners = [], []
+        for index in range(batch.n_structures):
+            numbers, positions, cell, pbc = batch.structure(index)
+            if not pbc.all():
+                results[index] = _failed("CHGNet needs a structure periodic in all directions")
+                continue
+            structure = Structure(Lattice(cell), numbers, positions, coords_are_cartesian=True)
+            try:
+                graphs.append(self._model.graph_converter(structure))
+            except (ValueError, RuntimeError) as error:  # e.g. an isolated atom
+                results[index] = _failed(f"{type(error).__name__}: {error}")
+                continue
+            owners.append(index)
+        for chunk in _chunks([len(g.atom_graph) for g in graphs], self.max_edges_per_pass):
+            predictions = self._model.predict_graph(
+                [graphs[i] for i in chunk], task=_task(properties), batch_size=len(chunk)
+            )
+            if isinstance(predictions, dict):  # chgnet unwraps a batch of one
+                predictions = [predictions]
+            for i, prediction in zip(chunk, predictions, strict=True):
+                results[owners[i]] = self._output(prediction, batch, owners[i], properties)
+        return [r if r is not None else _failed("not computed") for r in results]
+
+    def _output(
+        self,
+        prediction: dict[str, np.ndarray],
+        batch: StructureBatch,
+        index: int,
+        properties: Sequence[Property],
+    ) -> StructureOutput:
+        """Converts one structure's CHGNet prediction to wire units."""
+        n_atoms = int(batch.atoms_per_structure[index])
+        energy = float(prediction["e"]) * (n_atoms if self._model.is_intensive else 1)
+        stress = None
+        if Property.STRESS in properties:
+            handedness = np.sign(np.linalg.det(batch.cells[index]))
+            stress = full_3x3_to_voigt_6_stress(prediction["s"].astype(np.float64))
+            stress = stress * handedness / GPA_PER_EV_PER_A3
+        return StructureOutput(
+            energy=energy if Property.ENERGY in properties else None,
+            forces=prediction["f"].astype(np.float64) if Property.FORCES in properties else None,
+            stress=stress,
+        )
+
+
+def _chunks(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive index groups whose sizes sum to at most ``budget`` (or one item)."""
+    chunks: list[list[int]] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if chunks and total + size <= budget:
+            chunks[-1].append(index)
+            total += size
+        else:
+            chunks.append([index])
+            total = size
+    return chunks
+
+
+def _failed(message: str) -> StructureError:
+    return StructureError(code=StructureErrorCode.CALCULATION_FAILED, message=message)

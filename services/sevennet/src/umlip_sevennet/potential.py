@@ -1,0 +1,137 @@
+"""SevenNet as a umlip :class:`Potential`: one batched forward pass per call.
+
+SevenNet runs in float32 only (its graph builder casts every input to float32), whatever
+``UMLIP_DTYPE`` says; ``GetModelInfo`` reports float32. Its internal stress
+(``inferred_stress``) is the negative virial over the volume in eV/Å^3 with the opposite
+of ASE's sign and the Voigt order xx yy zz xy yz zx; the adapter negates and reorders it
+(proven by the finite-difference tests). Graphs go through the model in as few passes as
+fit :attr:`SevenNetPotential.max_edges_per_pass` (about 0.12 MB per edge on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import sevenn._keys as keys
+import torch
+from sevenn import util
+from sevenn.atom_graph_data import AtomGraphData
+from sevenn.train.dataload import unlabeled_atoms_to_graph
+from torch_geometric.data import Batch
+
+from umlip_serve import (
+    CalculatorSetupError,
+    ModelInfo,
+    Potential,
+    Property,
+    StructureBatch,
+    StructureError,
+    StructureErrorCode,
+    StructureOutput,
+    StructureResult,
+    batch_to_atoms,
+    file_sha256,
+    package_versions,
+)
+from umlip_sevennet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
+
+logger = logging.getLogger(__name__)
+
+#: SevenNet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
+TO_ASE_VOIGT = [0, 1, 2, 4, 5, 3]
+
+
+class SevenNetPotential(Potential):
+    """SevenNet; outputs in eV, eV/Å and eV/Å^3 (Voigt xx yy zz yz xz xy, tensile > 0)."""
+
+    name = "sevennet"
+    #: Most directed edges in one forward pass (a memory bound; a larger structure runs
+    #: alone).
+    max_edges_per_pass: int = 10_000
+
+    def load(self) -> ModelInfo:
+        """Loads a pretrained SevenNet (default 7net-0) or a checkpoint file."""
+        torch.set_num_threads(self.settings.torch_threads)
+        name, path, self._modal = resolve_checkpoint(self.settings.checkpoint or DEFAULT_CHECKPOINT)
+        try:
+            checkpoint = util.load_checkpoint(str(path))
+            config = checkpoint.config
+            model = checkpoint.build_model()
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            raise CalculatorSetupError(f"cannot load SevenNet from {path}: {error}") from error
+        modals = sorted(model.modal_map or {})
+        if modals and self._modal not in modals:
+            raise CalculatorSetupError(f"{name} needs a modal: give NAME@MODAL, one of {modals}")
+        model.set_is_batch_data(True)
+        self._model = model.to(self.settings.device).eval()
+        self._cutoff = float(config[keys.CUTOFF])
+        if self.settings.dtype != "float32":
+            logger.warning(
+                "SevenNet runs in float32 only; UMLIP_DTYPE=%s ignored", self.settings.dtype
+            )
+        versions = package_versions("sevenn", "torch", "e3nn", "torch_geometric", "numpy")
+        return ModelInfo(
+            model_version=versions["sevenn"],
+            checkpoint_name=name if self._modal is None else f"{name}@{self._modal}",
+            checkpoint_sha256=file_sha256(path),
+            supported_atomic_numbers=frozenset(int(z) for z in config[keys.TYPE_MAP]),
+            cutoff=self._cutoff,
+            package_versions=versions,
+            dtype="float32",
+            device=str(next(self._model.parameters()).device),
+        )
+
+    def calculate(
+        self, batch: StructureBatch, properties: Sequence[Property]
+    ) -> list[StructureResult]:
+        """Builds one graph per structure, then runs the graphs as one model batch."""
+        results: list[StructureResult | None] = [None] * batch.n_structures
+        graphs, owners = [], []
+        for index, atoms in enumerate(batch_to_atoms(batch)):
+            if Property.STRESS in properties and not atoms.pbc.all():
+                results[index] = StructureError(
+                    code=StructureErrorCode.CALCULATION_FAILED,
+                    message="stress is undefined for a structure that is not periodic "
+                    "in all three directions",
+                )
+                continue
+            graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self._cutoff))
+            if self._modal is not None:
+                graph[keys.DATA_MODALITY] = self._modal
+            graphs.append(graph)
+            owners.append(index)
+        for chunk in _chunks([g[keys.EDGE_IDX].shape[1] for g in graphs], self.max_edges_per_pass):
+            output = self._model(Batch.from_data_list([graphs[i] for i in chunk]).to(self._device))
+            energies = output[keys.PRED_TOTAL_ENERGY].detach().cpu().double().numpy()
+            forces = output[keys.PRED_FORCE].detach().cpu().double().numpy()
+            stresses = -output[keys.PRED_STRESS].detach().cpu().double().numpy()[:, TO_ASE_VOIGT]
+            bounds = np.cumsum([0] + [int(graphs[i][keys.NUM_ATOMS]) for i in chunk])
+            for k, i in enumerate(chunk):
+                results[owners[i]] = StructureOutput(
+                    energy=float(energies[k]) if Property.ENERGY in properties else None,
+                    forces=forces[bounds[k] : bounds[k + 1]]
+                    if Property.FORCES in properties
+                    else None,
+                    stress=stresses[k] if Property.STRESS in properties else None,
+                )
+        return [r for r in results if r is not None]  # every structure has its result
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self._model.parameters()).device
+
+
+def _chunks(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive index groups whose sizes sum to at most ``budget`` (or one item)."""
+    chunks: list[list[int]] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if chunks and total + size <= budget:
+            chunks[-1].append(index)
+            total += size
+        else:
+            chunks.append([index])
+            total = size
+    return chunks

@@ -1,0 +1,56 @@
+"""The SevenNet adapter in-process: molecules, requested properties, chunking."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from ase.build import bulk, molecule
+
+from umlip_serve import (
+    ALL_PROPERTIES,
+    Property,
+    StructureError,
+    StructureErrorCode,
+    StructureOutput,
+    atoms_to_batch,
+)
+from umlip_sevennet import SevenNetPotential
+
+
+def test_molecule_without_stress_and_in_band_with_stress(potential: SevenNetPotential) -> None:
+    water = molecule("H2O")
+    silicon = bulk("Si", "diamond", a=5.43)
+    batch = atoms_to_batch([water, silicon])
+    energy_forces = potential.calculate(batch, (Property.ENERGY, Property.FORCES))
+    assert all(isinstance(r, StructureOutput) for r in energy_forces)
+    with_stress = potential.calculate(batch, ALL_PROPERTIES)
+    assert isinstance(with_stress[0], StructureError)
+    assert with_stress[0].code is StructureErrorCode.CALCULATION_FAILED
+    assert isinstance(with_stress[1], StructureOutput)
+    np.testing.assert_allclose(with_stress[1].energy, energy_forces[1].energy, atol=1e-5)
+
+
+def test_only_requested_properties(potential: SevenNetPotential) -> None:
+    silicon = bulk("Si", "diamond", a=5.43)
+    (result,) = potential.calculate(atoms_to_batch([silicon]), (Property.ENERGY,))
+    assert isinstance(result, StructureOutput)
+    assert result.energy is not None and result.forces is None and result.stress is None
+
+
+def test_passes_split_by_edges_give_the_same_results(potential: SevenNetPotential) -> None:
+    structures = []
+    for seed, a in enumerate((5.40, 5.43, 5.47)):
+        atoms = bulk("Si", "diamond", a=a, cubic=True)
+        atoms.rattle(0.03, seed=seed)
+        structures.append(atoms)
+    batch = atoms_to_batch(structures)
+    together = potential.calculate(batch, ALL_PROPERTIES)
+    split = copy.copy(potential)  # shares the loaded model
+    split.max_edges_per_pass = 1  # one structure per pass
+    apart = split.calculate(batch, ALL_PROPERTIES)
+    for a, b in zip(together, apart, strict=True):
+        assert isinstance(a, StructureOutput) and isinstance(b, StructureOutput)
+        np.testing.assert_allclose(a.energy, b.energy, atol=1e-4)
+        np.testing.assert_allclose(a.forces, b.forces, atol=1e-4)
+        np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
