@@ -156,7 +156,7 @@ class LocalFleet:
                 process.start()
             except (LauncherError, ServiceStartError) as error:
                 self.unavailable[service.name] = _first_line_of_cause(str(error))
-                logger.warning("%s not started: %s", service.name, error)
+                logger.info("%s not started: %s", service.name, error)
                 continue
             self.processes[service.name] = process
         return self.endpoints
