@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from ase import Atoms
 from ase.build import bulk
@@ -26,6 +27,9 @@ from umlip_emt import EMTPotential
 from umlip_serve import ALL_PROPERTIES, Settings, atoms_to_batch
 from umlip_serve.conformance import remote_calculate
 from umlip_serve.process import ServiceProcess
+
+
+SERVICES = Path(__file__).resolve().parents[1] / "services"
 
 
 def structures(count: int) -> list[Atoms]:
@@ -66,12 +70,15 @@ def overhead(repeat: int) -> None:
             )
 
 
-def throughput(seconds: float, clients: int) -> None:
-    print(f"(b) {clients} concurrent clients, 1 x 8-atom structure per call, {seconds:.0f} s each")
+def throughput(seconds: float, clients: int, python: str, module: str) -> None:
+    print(
+        f"(b) {module}: {clients} concurrent clients, 1 x 8-atom structure per call, "
+        f"{seconds:.0f} s each"
+    )
     rates = {}
     for label, enabled in (("on", "1"), ("off", "0")):
         env = {"UMLIP_DYNAMIC_BATCHING": enabled, "UMLIP_BATCH_WAIT_MS": "0"}
-        with ServiceProcess(python=sys.executable, module="umlip_emt", env=env) as service:
+        with ServiceProcess(python=python, module=module, env=env) as service:
             remote = remote_calculate(service.target)
             payload = structures(1)
             counts = [0] * clients
@@ -99,9 +106,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--throughput-service",
+        default="emt",
+        help="service of (b), e.g. chgnet: a batched model, run from services/<name>/.venv",
+    )
     args = parser.parse_args()
     overhead(args.repeat)
-    throughput(args.seconds, args.clients)
+    name = args.throughput_service
+    python = sys.executable if name == "emt" else str(SERVICES / name / ".venv" / "bin" / "python")
+    throughput(args.seconds, args.clients, python, f"umlip_{name}")
 
 
 if __name__ == "__main__":
