@@ -28,7 +28,6 @@ from umlip_serve import ALL_PROPERTIES, Settings, atoms_to_batch
 from umlip_serve.conformance import remote_calculate
 from umlip_serve.process import ServiceProcess
 
-
 SERVICES = Path(__file__).resolve().parents[1] / "services"
 
 
