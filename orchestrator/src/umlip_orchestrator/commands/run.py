@@ -102,7 +102,7 @@ def run_command(args: argparse.Namespace) -> int:
             )
         except ValueError as error:
             return _fail(str(error))
-        bar = None if args.no_progress else _ProgressBar(len(services))
+        bar = None if args.no_progress else _ProgressBar()
         try:
             summary = run_benchmark(config, progress=bar.update if bar else None)
         except DatasetError as error:
@@ -118,7 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
 class _ProgressBar:
     """Materials done, failures and rate, over all models."""
 
-    def __init__(self, n_models: int) -> None:
+    def __init__(self) -> None:
         self._bar = tqdm(desc="materials", unit="mat", dynamic_ncols=True, file=sys.stderr)
         self._failures = 0
 
