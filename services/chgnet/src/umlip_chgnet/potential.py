@@ -34,6 +34,7 @@ from umlip_serve import (
     StructureErrorCode,
     StructureOutput,
     StructureResult,
+    chunk_by_budget,
     file_sha256,
     package_versions,
 )
@@ -108,7 +109,7 @@ class CHGNetPotential(Potential):
                 results[index] = _failed(f"{type(error).__name__}: {error}")
                 continue
             owners.append(index)
-        for chunk in _chunks([len(g.atom_graph) for g in graphs], self.max_edges_per_pass):
+        for chunk in chunk_by_budget([len(g.atom_graph) for g in graphs], self.max_edges_per_pass):
             predictions = self._model.predict_graph(
                 [graphs[i] for i in chunk], task=_task(properties), batch_size=len(chunk)
             )
@@ -138,20 +139,6 @@ class CHGNetPotential(Potential):
             forces=prediction["f"].astype(np.float64) if Property.FORCES in properties else None,
             stress=stress,
         )
-
-
-def _chunks(sizes: Sequence[int], budget: int) -> list[list[int]]:
-    """Consecutive index groups whose sizes sum to at most ``budget`` (or one item)."""
-    chunks: list[list[int]] = []
-    total = 0
-    for index, size in enumerate(sizes):
-        if chunks and total + size <= budget:
-            chunks[-1].append(index)
-            total += size
-        else:
-            chunks.append([index])
-            total = size
-    return chunks
 
 
 def _failed(message: str) -> StructureError:

@@ -13,6 +13,7 @@ from umlip_serve.batch import (
     StructureErrorCode,
     StructureOutput,
     StructureResult,
+    chunk_by_budget,
 )
 from umlip_serve.errors import (
     CalculatorSetupError,
@@ -45,6 +46,7 @@ __all__ = [
     "UmlipError",
     "atoms_to_batch",
     "batch_to_atoms",
+    "chunk_by_budget",
     "create_server",
     "file_sha256",
     "package_versions",

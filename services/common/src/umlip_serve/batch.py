@@ -155,3 +155,21 @@ class StructureOutput:
 
 #: The result of one structure: its properties or its error.
 StructureResult = StructureOutput | StructureError
+
+
+def chunk_by_budget(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive index groups whose sizes sum to at most ``budget``.
+
+    An item larger than the budget forms a group of its own. Adapters use it to cap
+    one forward pass (e.g. by graph edges) while still batching.
+    """
+    chunks: list[list[int]] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if chunks and total + size <= budget:
+            chunks[-1].append(index)
+            total += size
+        else:
+            chunks.append([index])
+            total = size
+    return chunks

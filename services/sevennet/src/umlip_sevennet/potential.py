@@ -32,6 +32,7 @@ from umlip_serve import (
     StructureOutput,
     StructureResult,
     batch_to_atoms,
+    chunk_by_budget,
     file_sha256,
     package_versions,
 )
@@ -102,7 +103,9 @@ class SevenNetPotential(Potential):
                 graph[keys.DATA_MODALITY] = self._modal
             graphs.append(graph)
             owners.append(index)
-        for chunk in _chunks([g[keys.EDGE_IDX].shape[1] for g in graphs], self.max_edges_per_pass):
+        for chunk in chunk_by_budget(
+            [g[keys.EDGE_IDX].shape[1] for g in graphs], self.max_edges_per_pass
+        ):
             output = self._model(Batch.from_data_list([graphs[i] for i in chunk]).to(self._device))
             energies = output[keys.PRED_TOTAL_ENERGY].detach().cpu().double().numpy()
             forces = output[keys.PRED_FORCE].detach().cpu().double().numpy()
@@ -121,17 +124,3 @@ class SevenNetPotential(Potential):
     @property
     def _device(self) -> torch.device:
         return next(self._model.parameters()).device
-
-
-def _chunks(sizes: Sequence[int], budget: int) -> list[list[int]]:
-    """Consecutive index groups whose sizes sum to at most ``budget`` (or one item)."""
-    chunks: list[list[int]] = []
-    total = 0
-    for index, size in enumerate(sizes):
-        if chunks and total + size <= budget:
-            chunks[-1].append(index)
-            total += size
-        else:
-            chunks.append([index])
-            total = size
-    return chunks
