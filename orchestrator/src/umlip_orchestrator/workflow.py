@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -249,52 +249,9 @@ def _outcome(
         error=error,
         elastic_tensor_gpa=fit.tensor.reshape(-1).tolist(),
         fit_residuals_gpa=fit.residuals.reshape(-1).tolist(),
-        k_voigt_gpa=props.k_voigt,
-        k_reuss_gpa=props.k_reuss,
-        k_vrh_gpa=props.k_vrh,
-        g_voigt_gpa=props.g_voigt,
-        g_reuss_gpa=props.g_reuss,
-        g_vrh_gpa=props.g_vrh,
-        youngs_modulus_gpa=props.youngs_modulus,
-        poisson_ratio=props.poisson_ratio,
-        pugh_ratio=props.pugh_ratio,
-        universal_anisotropy=props.universal_anisotropy,
-        cauchy_pressure_gpa=props.cauchy_pressure,
-        debye_temperature_k=props.debye_temperature,
-        born_stable=props.born_stable,
-        min_eigenvalue_gpa=props.min_eigenvalue,
+        **props.as_columns(),  # type: ignore[arg-type]
     )
     return MaterialOutcome(row, records)
-
-
-_EMPTY = dict.fromkeys(
-    [
-        "relax_converged",
-        "relax_steps",
-        "relaxed_energy_ev",
-        "relaxed_volume_a3",
-        "relaxed_cell_a",
-        "relaxed_positions_a",
-        "n_deformations",
-        "deformations_converged",
-        "elastic_tensor_gpa",
-        "fit_residuals_gpa",
-        "k_voigt_gpa",
-        "k_reuss_gpa",
-        "k_vrh_gpa",
-        "g_voigt_gpa",
-        "g_reuss_gpa",
-        "g_vrh_gpa",
-        "youngs_modulus_gpa",
-        "poisson_ratio",
-        "pugh_ratio",
-        "universal_anisotropy",
-        "cauchy_pressure_gpa",
-        "debye_temperature_k",
-        "born_stable",
-        "min_eigenvalue_gpa",
-    ]
-)
 
 
 def _base(
@@ -317,7 +274,8 @@ def _base(
 
 def _failed(base: dict[str, object], error: str, status: Status = "failed") -> MaterialResult:
     """A row for a material that produced no tensor (fields not yet known are None)."""
-    return MaterialResult(**(_EMPTY | base), status=status, error=error)  # type: ignore[arg-type]
+    unknown = dict.fromkeys(f.name for f in fields(MaterialResult))
+    return MaterialResult(**(unknown | base | {"status": status, "error": error}))  # type: ignore[arg-type]
 
 
 def unfinished_result(

@@ -67,20 +67,7 @@ def result_row(
             deformations_converged=24,
             elastic_tensor_gpa=np.asarray(tensor).reshape(-1).tolist(),
             fit_residuals_gpa=[0.1] * 36,
-            k_voigt_gpa=props.k_voigt,
-            k_reuss_gpa=props.k_reuss,
-            k_vrh_gpa=props.k_vrh,
-            g_voigt_gpa=props.g_voigt,
-            g_reuss_gpa=props.g_reuss,
-            g_vrh_gpa=props.g_vrh,
-            youngs_modulus_gpa=props.youngs_modulus,
-            poisson_ratio=props.poisson_ratio,
-            pugh_ratio=props.pugh_ratio,
-            universal_anisotropy=props.universal_anisotropy,
-            cauchy_pressure_gpa=props.cauchy_pressure,
-            debye_temperature_k=props.debye_temperature,
-            born_stable=props.born_stable,
-            min_eigenvalue_gpa=props.min_eigenvalue,
+            **props.as_columns(),
         )
     return MaterialResult(**row)
 

@@ -161,6 +161,25 @@ class ElasticProperties:
     born_stable: bool
     min_eigenvalue: float
 
+    def as_columns(self) -> dict[str, float | bool | None]:
+        """The properties under their results-table column names (units in the name)."""
+        return {
+            "k_voigt_gpa": self.k_voigt,
+            "k_reuss_gpa": self.k_reuss,
+            "k_vrh_gpa": self.k_vrh,
+            "g_voigt_gpa": self.g_voigt,
+            "g_reuss_gpa": self.g_reuss,
+            "g_vrh_gpa": self.g_vrh,
+            "youngs_modulus_gpa": self.youngs_modulus,
+            "poisson_ratio": self.poisson_ratio,
+            "pugh_ratio": self.pugh_ratio,
+            "universal_anisotropy": self.universal_anisotropy,
+            "cauchy_pressure_gpa": self.cauchy_pressure,
+            "debye_temperature_k": self.debye_temperature,
+            "born_stable": self.born_stable,
+            "min_eigenvalue_gpa": self.min_eigenvalue,
+        }
+
 
 def _compliance(c: np.ndarray) -> np.ndarray | None:
     """S = C^-1, or None when C is singular (or too ill-conditioned to trust)."""
