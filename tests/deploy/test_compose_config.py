@@ -31,10 +31,10 @@ Config = dict[str, Any]
 
 @functools.cache
 def render(*files: str, **env: str) -> Config:
-    """``docker-compose -f FILE... config`` as a dict (skips without docker-compose)."""
+    """``docker-compose -f FILE... config`` as a dict (fails without docker-compose)."""
     compose = shutil.which("docker-compose")
     if compose is None:
-        pytest.skip("docker-compose is not installed (scripts/container-e2e.sh installs it)")
+        pytest.fail("docker-compose is not installed: run scripts/container-e2e.sh --tools-only")
     variables = {k: v for k, v in os.environ.items() if not k.startswith(("UMLIP_", "COMPOSE_"))}
     args = [compose, "--project-directory", str(COMPOSE)]
     for name in files:

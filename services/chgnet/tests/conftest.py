@@ -31,9 +31,9 @@ def remote(service: ServiceProcess) -> Calculate:
 
 @pytest.fixture(scope="session")
 def mptrj_frames() -> list[Atoms]:
-    """The 1000 MPtrj DFT frames (skips when the shared data is absent)."""
+    """The 1000 MPtrj DFT frames (fails when the shared data is absent)."""
     if not MPTRJ_RANDOM.exists():
-        pytest.skip(f"reference data {MPTRJ_RANDOM} not found")
+        raise FileNotFoundError(f"reference data {MPTRJ_RANDOM} not found")
     return read(MPTRJ_RANDOM, index=":")
 
 
