@@ -14,10 +14,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   stage "installing chromium (the report test renders the HTML page)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-if [ "${UMLIP_SKIP_CONTAINERS:-0}" != "1" ]; then
-  stage "container tools (docker.io, docker-compose, debootstrap)"
-  scripts/container-e2e.sh --tools-only
-fi
+stage "container tools (docker.io, docker-compose, debootstrap; the compose tests need them)"
+scripts/container-e2e.sh --tools-only
 services=()
 for lock in services/*/uv.lock; do services+=("$(basename "$(dirname "$lock")")"); done
 stage "environments: workspace + ${services[*]}"
