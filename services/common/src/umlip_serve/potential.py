@@ -37,6 +37,10 @@ class ModelInfo:
             ``settings.dtype`` was honoured.
         device: device the model actually runs on (e.g. "cuda:0"); None means
             ``settings.device``.
+        model_name: name reported to clients; None means the class's ``name``. The
+            harness sets it for a fine-tuned checkpoint (``<name>-ft-<sha8>``).
+        provenance: where a fine-tuned checkpoint came from (set by the harness from
+            its record; see :mod:`umlip_serve.finetune`); empty otherwise.
     """
 
     model_version: str
@@ -47,6 +51,8 @@ class ModelInfo:
     package_versions: dict[str, str] = field(default_factory=dict)
     dtype: str | None = None
     device: str | None = None
+    model_name: str | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
 
 
 class Potential(abc.ABC):

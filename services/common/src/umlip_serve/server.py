@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ from umlip_serve.errors import (
     public_message,
     status_code_for,
 )
+from umlip_serve.finetune import FineTuneError, resolve_finetuned
 from umlip_serve.potential import ModelInfo, Potential
 from umlip_serve.settings import Settings
 
@@ -89,7 +91,7 @@ class PotentialServicer(pb_grpc.PotentialServiceServicer):
     def _describe(self, info: ModelInfo) -> pb.GetModelInfoResponse:
         potential, settings = self._potential, self._settings
         return pb.GetModelInfoResponse(
-            model_name=potential.name,
+            model_name=info.model_name or potential.name,
             model_version=info.model_version,
             checkpoint_name=info.checkpoint_name,
             checkpoint_sha256=info.checkpoint_sha256,
@@ -104,6 +106,7 @@ class PotentialServicer(pb_grpc.PotentialServiceServicer):
             max_batch_atoms=settings.max_batch_atoms,
             max_message_bytes=settings.max_message_bytes,
             units=_UNITS,
+            provenance=info.provenance,
         )
 
 
@@ -158,8 +161,24 @@ def load_into(
     servicer: PotentialServicer,
     health_servicer: health.HealthServicer,
 ) -> DynamicBatcher:
-    """Loads the model, attaches it to the servicer and turns health SERVING."""
+    """Loads the model, attaches it to the servicer and turns health SERVING.
+
+    A fine-tuned checkpoint (``UMLIP_CHECKPOINT`` naming a checkpoint written by a umlip
+    fine-tuning run, or its folder) is verified against its provenance record, handed to
+    the adapter as a file path, and reported under the record's model name with its
+    provenance, so tables and reports keep it apart from the base model.
+    """
+    try:
+        finetuned = resolve_finetuned(settings.checkpoint)
+    except FineTuneError as error:
+        raise CalculatorSetupError(str(error)) from error
+    if finetuned is not None:
+        potential.settings = replace(settings, checkpoint=str(finetuned.path))
     info = potential.load()
+    if finetuned is not None:
+        info = replace(
+            info, model_name=finetuned.model_name, provenance=finetuned.provenance_map()
+        )
     batcher = DynamicBatcher(
         potential.calculate,
         max_atoms=settings.max_batch_atoms,

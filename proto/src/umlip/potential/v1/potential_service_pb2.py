@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*umlip/potential/v1/potential_service.proto\x12\x12umlip.potential.v1\"t\n\x0eStructureBatch\x12\x1b\n\x13\x61toms_per_structure\x18\x01 \x03(\r\x12\x16\n\x0e\x61tomic_numbers\x18\x02 \x01(\x0c\x12\x11\n\tpositions\x18\x03 \x01(\x0c\x12\r\n\x05\x63\x65lls\x18\x04 \x01(\x0c\x12\x0b\n\x03pbc\x18\x05 \x03(\x08\"w\n\x10\x43\x61lculateRequest\x12\x31\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\".umlip.potential.v1.StructureBatch\x12\x30\n\nproperties\x18\x02 \x03(\x0e\x32\x1c.umlip.potential.v1.Property\"W\n\x0eStructureError\x12\x34\n\x04\x63ode\x18\x01 \x01(\x0e\x32&.umlip.potential.v1.StructureErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x84\x01\n\x0fStructureResult\x12\x31\n\x05\x65rror\x18\x01 \x01(\x0b\x32\".umlip.potential.v1.StructureError\x12\x13\n\x06\x65nergy\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06\x66orces\x18\x03 \x01(\x0c\x12\x0e\n\x06stress\x18\x04 \x01(\x0c\x42\t\n\x07_energy\"I\n\x11\x43\x61lculateResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.umlip.potential.v1.StructureResult\"\x15\n\x13GetModelInfoRequest\"\xd6\x04\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63heckpoint_name\x18\x03 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x04 \x01(\t\x12<\n\x16implemented_properties\x18\x05 \x03(\x0e\x32\x1c.umlip.potential.v1.Property\x12 \n\x18supported_atomic_numbers\x18\x06 \x03(\r\x12\x0e\n\x06\x63utoff\x18\x07 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12(\n\x05\x64type\x18\t \x01(\x0e\x32\x19.umlip.potential.v1.Dtype\x12W\n\x10package_versions\x18\n \x03(\x0b\x32=.umlip.potential.v1.GetModelInfoResponse.PackageVersionsEntry\x12\x17\n\x0fmax_batch_atoms\x18\x0b \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x0c \x01(\x04\x12\x42\n\x05units\x18\r \x03(\x0b\x32\x33.umlip.potential.v1.GetModelInfoResponse.UnitsEntry\x1a\x36\n\x14PackageVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nUnitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*c\n\x08Property\x12\x18\n\x14PROPERTY_UNSPECIFIED\x10\x00\x12\x13\n\x0fPROPERTY_ENERGY\x10\x01\x12\x13\n\x0fPROPERTY_FORCES\x10\x02\x12\x13\n\x0fPROPERTY_STRESS\x10\x03*D\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02*\xc1\x01\n\x12StructureErrorCode\x12$\n STRUCTURE_ERROR_CODE_UNSPECIFIED\x10\x00\x12*\n&STRUCTURE_ERROR_CODE_INVALID_STRUCTURE\x10\x01\x12,\n(STRUCTURE_ERROR_CODE_UNSUPPORTED_ELEMENT\x10\x02\x12+\n\'STRUCTURE_ERROR_CODE_CALCULATION_FAILED\x10\x03\x32\xcf\x01\n\x10PotentialService\x12X\n\tCalculate\x12$.umlip.potential.v1.CalculateRequest\x1a%.umlip.potential.v1.CalculateResponse\x12\x61\n\x0cGetModelInfo\x12\'.umlip.potential.v1.GetModelInfoRequest\x1a(.umlip.potential.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*umlip/potential/v1/potential_service.proto\x12\x12umlip.potential.v1\"t\n\x0eStructureBatch\x12\x1b\n\x13\x61toms_per_structure\x18\x01 \x03(\r\x12\x16\n\x0e\x61tomic_numbers\x18\x02 \x01(\x0c\x12\x11\n\tpositions\x18\x03 \x01(\x0c\x12\r\n\x05\x63\x65lls\x18\x04 \x01(\x0c\x12\x0b\n\x03pbc\x18\x05 \x03(\x08\"w\n\x10\x43\x61lculateRequest\x12\x31\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\".umlip.potential.v1.StructureBatch\x12\x30\n\nproperties\x18\x02 \x03(\x0e\x32\x1c.umlip.potential.v1.Property\"W\n\x0eStructureError\x12\x34\n\x04\x63ode\x18\x01 \x01(\x0e\x32&.umlip.potential.v1.StructureErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x84\x01\n\x0fStructureResult\x12\x31\n\x05\x65rror\x18\x01 \x01(\x0b\x32\".umlip.potential.v1.StructureError\x12\x13\n\x06\x65nergy\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06\x66orces\x18\x03 \x01(\x0c\x12\x0e\n\x06stress\x18\x04 \x01(\x0c\x42\t\n\x07_energy\"I\n\x11\x43\x61lculateResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.umlip.potential.v1.StructureResult\"\x15\n\x13GetModelInfoRequest\"\xd7\x05\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x17\n\x0f\x63heckpoint_name\x18\x03 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x04 \x01(\t\x12<\n\x16implemented_properties\x18\x05 \x03(\x0e\x32\x1c.umlip.potential.v1.Property\x12 \n\x18supported_atomic_numbers\x18\x06 \x03(\r\x12\x0e\n\x06\x63utoff\x18\x07 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12(\n\x05\x64type\x18\t \x01(\x0e\x32\x19.umlip.potential.v1.Dtype\x12W\n\x10package_versions\x18\n \x03(\x0b\x32=.umlip.potential.v1.GetModelInfoResponse.PackageVersionsEntry\x12\x17\n\x0fmax_batch_atoms\x18\x0b \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x0c \x01(\x04\x12\x42\n\x05units\x18\r \x03(\x0b\x32\x33.umlip.potential.v1.GetModelInfoResponse.UnitsEntry\x12L\n\nprovenance\x18\x0e \x03(\x0b\x32\x38.umlip.potential.v1.GetModelInfoResponse.ProvenanceEntry\x1a\x36\n\x14PackageVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nUnitsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0fProvenanceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*c\n\x08Property\x12\x18\n\x14PROPERTY_UNSPECIFIED\x10\x00\x12\x13\n\x0fPROPERTY_ENERGY\x10\x01\x12\x13\n\x0fPROPERTY_FORCES\x10\x02\x12\x13\n\x0fPROPERTY_STRESS\x10\x03*D\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02*\xc1\x01\n\x12StructureErrorCode\x12$\n STRUCTURE_ERROR_CODE_UNSPECIFIED\x10\x00\x12*\n&STRUCTURE_ERROR_CODE_INVALID_STRUCTURE\x10\x01\x12,\n(STRUCTURE_ERROR_CODE_UNSUPPORTED_ELEMENT\x10\x02\x12+\n\'STRUCTURE_ERROR_CODE_CALCULATION_FAILED\x10\x03\x32\xcf\x01\n\x10PotentialService\x12X\n\tCalculate\x12$.umlip.potential.v1.CalculateRequest\x1a%.umlip.potential.v1.CalculateResponse\x12\x61\n\x0cGetModelInfo\x12\'.umlip.potential.v1.GetModelInfoRequest\x1a(.umlip.potential.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFORESPONSE_PACKAGEVERSIONSENTRY']._serialized_options = b'8\001'
   _globals['_GETMODELINFORESPONSE_UNITSENTRY']._loaded_options = None
   _globals['_GETMODELINFORESPONSE_UNITSENTRY']._serialized_options = b'8\001'
-  _globals['_PROPERTY']._serialized_start=1228
-  _globals['_PROPERTY']._serialized_end=1327
-  _globals['_DTYPE']._serialized_start=1329
-  _globals['_DTYPE']._serialized_end=1397
-  _globals['_STRUCTUREERRORCODE']._serialized_start=1400
-  _globals['_STRUCTUREERRORCODE']._serialized_end=1593
+  _globals['_GETMODELINFORESPONSE_PROVENANCEENTRY']._loaded_options = None
+  _globals['_GETMODELINFORESPONSE_PROVENANCEENTRY']._serialized_options = b'8\001'
+  _globals['_PROPERTY']._serialized_start=1357
+  _globals['_PROPERTY']._serialized_end=1456
+  _globals['_DTYPE']._serialized_start=1458
+  _globals['_DTYPE']._serialized_end=1526
+  _globals['_STRUCTUREERRORCODE']._serialized_start=1529
+  _globals['_STRUCTUREERRORCODE']._serialized_end=1722
   _globals['_STRUCTUREBATCH']._serialized_start=66
   _globals['_STRUCTUREBATCH']._serialized_end=182
   _globals['_CALCULATEREQUEST']._serialized_start=184
@@ -54,11 +56,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_start=604
   _globals['_GETMODELINFOREQUEST']._serialized_end=625
   _globals['_GETMODELINFORESPONSE']._serialized_start=628
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1226
-  _globals['_GETMODELINFORESPONSE_PACKAGEVERSIONSENTRY']._serialized_start=1126
-  _globals['_GETMODELINFORESPONSE_PACKAGEVERSIONSENTRY']._serialized_end=1180
-  _globals['_GETMODELINFORESPONSE_UNITSENTRY']._serialized_start=1182
-  _globals['_GETMODELINFORESPONSE_UNITSENTRY']._serialized_end=1226
-  _globals['_POTENTIALSERVICE']._serialized_start=1596
-  _globals['_POTENTIALSERVICE']._serialized_end=1803
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1355
+  _globals['_GETMODELINFORESPONSE_PACKAGEVERSIONSENTRY']._serialized_start=1204
+  _globals['_GETMODELINFORESPONSE_PACKAGEVERSIONSENTRY']._serialized_end=1258
+  _globals['_GETMODELINFORESPONSE_UNITSENTRY']._serialized_start=1260
+  _globals['_GETMODELINFORESPONSE_UNITSENTRY']._serialized_end=1304
+  _globals['_GETMODELINFORESPONSE_PROVENANCEENTRY']._serialized_start=1306
+  _globals['_GETMODELINFORESPONSE_PROVENANCEENTRY']._serialized_end=1355
+  _globals['_POTENTIALSERVICE']._serialized_start=1725
+  _globals['_POTENTIALSERVICE']._serialized_end=1932
 # @@protoc_insertion_point(module_scope)

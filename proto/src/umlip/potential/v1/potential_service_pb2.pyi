@@ -91,7 +91,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "checkpoint_name", "checkpoint_sha256", "implemented_properties", "supported_atomic_numbers", "cutoff", "device", "dtype", "package_versions", "max_batch_atoms", "max_message_bytes", "units")
+    __slots__ = ("model_name", "model_version", "checkpoint_name", "checkpoint_sha256", "implemented_properties", "supported_atomic_numbers", "cutoff", "device", "dtype", "package_versions", "max_batch_atoms", "max_message_bytes", "units", "provenance")
     class PackageVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,13 @@ class GetModelInfoResponse(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     class UnitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ProvenanceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +126,7 @@ class GetModelInfoResponse(_message.Message):
     MAX_BATCH_ATOMS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     checkpoint_name: str
@@ -132,4 +140,5 @@ class GetModelInfoResponse(_message.Message):
     max_batch_atoms: int
     max_message_bytes: int
     units: _containers.ScalarMap[str, str]
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., checkpoint_name: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., implemented_properties: _Optional[_Iterable[_Union[Property, str]]] = ..., supported_atomic_numbers: _Optional[_Iterable[int]] = ..., cutoff: _Optional[float] = ..., device: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., package_versions: _Optional[_Mapping[str, str]] = ..., max_batch_atoms: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., units: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    provenance: _containers.ScalarMap[str, str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., checkpoint_name: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., implemented_properties: _Optional[_Iterable[_Union[Property, str]]] = ..., supported_atomic_numbers: _Optional[_Iterable[int]] = ..., cutoff: _Optional[float] = ..., device: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., package_versions: _Optional[_Mapping[str, str]] = ..., max_batch_atoms: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., units: _Optional[_Mapping[str, str]] = ..., provenance: _Optional[_Mapping[str, str]] = ...) -> None: ...
