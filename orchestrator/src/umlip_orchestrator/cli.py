@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from umlip_orchestrator import __version__
@@ -28,11 +28,21 @@ DEFAULT_DATASET = REPO_ROOT / "data" / "mp-binary-sample-20.json.gz"
 DEFAULT_STATE_DIR = Path(".umlip")
 
 
-def _service_arg(text: str) -> tuple[str, str]:
-    name, sep, target = text.partition("=")
-    if not sep or not name or not target:
-        raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
-    return name, target
+def _key_value(expected: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse type for ``KEY=VALUE`` (both non-empty); ``expected`` names them."""
+
+    def parse(text: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
+        if not sep or not key or not value:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return key, value
+
+    return parse
+
+
+_service_arg = _key_value("NAME=HOST:PORT")
+_pair_arg = _key_value("MODEL_A=MODEL_B")
+_service_checkpoint_arg = _key_value("MODEL=CHECKPOINT")
 
 
 def _positive_int(text: str) -> int:
@@ -60,13 +70,6 @@ def _epsilon_arg(text: str) -> tuple[str, float]:
     return name, number
 
 
-def _pair_arg(text: str) -> tuple[str, str]:
-    a, sep, b = text.partition("=")
-    if not sep or not a or not b:
-        raise argparse.ArgumentTypeError(f"expected MODEL_A=MODEL_B, got {text!r}")
-    return a, b
-
-
 def _add_reference_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--reference",
@@ -84,6 +87,18 @@ def _add_reference_flags(command: argparse.ArgumentParser) -> None:
         help="leave materials with |DFT value| < VALUE out of MAPE and relative errors "
         "(repeatable; properties: k_vrh g_vrh youngs_modulus poisson_ratio pugh_ratio "
         "universal_anisotropy cauchy_pressure debye_temperature)",
+    )
+
+
+def _add_checkpoint_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--checkpoint",
+        action="append",
+        type=_service_checkpoint_arg,
+        metavar="MODEL=CHECKPOINT",
+        help="start MODEL's local service with this checkpoint (a name the model knows, a "
+        "file, or a `umlip finetune run` output folder, served as <model>-ft-<sha8>); "
+        "repeatable",
     )
 
 
@@ -111,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated services of deploy/local/services.toml to launch locally "
         "(default: the default set)",
     )
+    _add_checkpoint_flag(run)
     run.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="structures to compute")
     run.add_argument("--out", type=Path, default=Path("results"), help="output directory")
     run.add_argument("--limit", type=_positive_int, help="only the first N materials")
@@ -136,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("action", choices=("up", "down", "status"))
     services.add_argument("--models", help="comma-separated names (default: the default set)")
     services.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    _add_checkpoint_flag(services)
 
     report = commands.add_parser("report", help="compare a run's results with DFT")
     report.add_argument("results_dir", type=Path, help="a run's output directory")
@@ -155,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         "models of the same name, or the only model of each run",
     )
     _add_reference_flags(compare)
+    from umlip_orchestrator.commands.finetune import add_finetune_parser
+
+    add_finetune_parser(commands)
     return parser
 
 
@@ -181,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from umlip_orchestrator.commands.compare import compare_command
 
         return compare_command(args)
+    if args.command == "finetune":
+        from umlip_orchestrator.commands.finetune import finetune_command
+
+        return finetune_command(args)
     return 2
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import grpc
@@ -63,6 +63,17 @@ class ServiceInfo:
     package_versions: dict[str, str]
     max_batch_atoms: int
     max_message_bytes: int
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_finetuned(self) -> bool:
+        """Whether the service runs a checkpoint written by a umlip fine-tuning run."""
+        return self.provenance.get("kind") == "umlip-finetune"
+
+    @property
+    def label_source(self) -> str | None:
+        """Where a fine-tuned checkpoint's training labels came from (None otherwise)."""
+        return self.provenance.get("label_source") if self.is_finetuned else None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form (for run manifests)."""
@@ -80,6 +91,7 @@ class ServiceInfo:
             "package_versions": dict(self.package_versions),
             "max_batch_atoms": self.max_batch_atoms,
             "max_message_bytes": self.max_message_bytes,
+            "provenance": dict(self.provenance),
         }
 
 
@@ -180,6 +192,7 @@ class PotentialClient:
                 package_versions=dict(reply.package_versions),
                 max_batch_atoms=reply.max_batch_atoms,
                 max_message_bytes=reply.max_message_bytes,
+                provenance=dict(reply.provenance),
             )
         return self._info
 

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -66,6 +66,33 @@ def read_service_list(path: Path = DEFAULT_SERVICE_LIST) -> dict[str, LocalServi
         except KeyError as error:
             raise LauncherError(f"{path}: service {name} lacks {error}") from error
     return services
+
+
+def with_checkpoints(
+    services: Iterable[LocalService], checkpoints: Mapping[str, str]
+) -> list[LocalService]:
+    """``services`` with ``UMLIP_CHECKPOINT`` set for those named in ``checkpoints``.
+
+    A checkpoint is a model name the service knows, a checkpoint file, or the output
+    folder of ``umlip finetune run`` (the service then reports the fine-tuned model's
+    own name). Existing paths are made absolute, since services run in their folders.
+
+    Raises:
+        LauncherError: a checkpoint names a service that is not started.
+    """
+    services = list(services)
+    unknown = sorted(set(checkpoints) - {s.name for s in services})
+    if unknown:
+        raise LauncherError(f"--checkpoint for {unknown}, which are not among the models run")
+    result = []
+    for service in services:
+        if service.name in checkpoints:
+            value = checkpoints[service.name]
+            if Path(value).exists():
+                value = str(Path(value).resolve())
+            service = replace(service, env={**service.env, "UMLIP_CHECKPOINT": value})
+        result.append(service)
+    return result
 
 
 def ensure_environment(service: LocalService) -> Path:

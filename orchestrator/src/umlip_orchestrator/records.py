@@ -78,3 +78,6 @@ class DeformationRecord:
     stress_gpa: list[float] | None  # 6 numbers Voigt, tension positive; None if failed
     converged: bool | None  # relaxed-ion mode: did the ions converge
     error: str | None
+    # Relaxed-ion mode: the relaxed positions in the deformed cell (3 n_atoms numbers, Å);
+    # None in clamped mode (the homogeneously deformed positions) or if the cell failed.
+    deformed_positions_a: list[float] | None = None

@@ -129,15 +129,28 @@ def finished_keys(store: ResultStore) -> set[tuple[str, str]]:
 
 
 def describe_services(services: Mapping[str, str]) -> tuple[dict[str, ServiceInfo], dict[str, str]]:
-    """GetModelInfo of every service; services that cannot be reached, with why."""
+    """GetModelInfo of every service; services that cannot be reached, with why.
+
+    Results are keyed by the endpoint's name, except for a service that runs a
+    fine-tuned checkpoint: its rows carry the name it reports (``chgnet-ft-<sha8>``), so
+    tables keep it apart from the base model whatever the endpoint is called.
+
+    Raises:
+        ValueError: two endpoints would write rows under the same model name.
+    """
     infos: dict[str, ServiceInfo] = {}
     errors: dict[str, str] = {}
     for name, target in services.items():
         try:
             with PotentialClient(target, max_retries=3, timeout_s=30) as client:
-                infos[name] = client.info()
+                info = client.info()
         except ServiceError as error:
             errors[name] = str(error)
+            continue
+        key = info.model_name if info.is_finetuned else name
+        if key in infos:
+            raise ValueError(f"two services would write rows as model {key!r}")
+        infos[key] = info
     return infos, errors
 
 
@@ -174,7 +187,7 @@ def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -
     store = ResultStore(config.out_dir)
     done = finished_keys(store)
     infos, unreachable = describe_services(config.services)
-    summaries = {name: ModelSummary(model=name) for name in config.services}
+    summaries = {name: ModelSummary(model=name) for name in [*infos, *unreachable]}
     for name, error in unreachable.items():
         summaries[name].unavailable = error
         logger.error("service %s unavailable, skipped: %s", name, error)

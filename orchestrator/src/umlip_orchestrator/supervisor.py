@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from umlip_orchestrator.launcher import (
@@ -24,6 +25,7 @@ from umlip_orchestrator.launcher import (
     LocalFleet,
     LocalService,
     read_service_list,
+    with_checkpoints,
     write_endpoints,
 )
 from umlip_serve.process import ServiceProcess, ServiceStartError
@@ -46,12 +48,21 @@ def supervisor_pid(state_dir: Path) -> int | None:
     return pid
 
 
-def start_supervisor(state_dir: Path, names: list[str], timeout_s: float = 900.0) -> Path:
+def start_supervisor(
+    state_dir: Path,
+    names: list[str],
+    timeout_s: float = 900.0,
+    checkpoints: Mapping[str, str] | None = None,
+) -> Path:
     """Starts the supervisor detached; returns the endpoint list once it is written.
+
+    ``checkpoints`` maps service names to ``UMLIP_CHECKPOINT`` values (see
+    :func:`umlip_orchestrator.launcher.with_checkpoints`).
 
     Raises:
         LauncherError: it is already running, or it exited before writing the list.
     """
+    with_checkpoints((read_service_list()[n] for n in names), checkpoints or {})  # fail early
     if supervisor_pid(state_dir) is not None:
         raise LauncherError(f"services already up (supervisor of {state_dir}); run `down` first")
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +70,14 @@ def start_supervisor(state_dir: Path, names: list[str], timeout_s: float = 900.0
     endpoints.unlink(missing_ok=True)
     with (state_dir / "supervisor.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "umlip_orchestrator.supervisor", str(state_dir), *names],
+            [
+                sys.executable,
+                "-m",
+                "umlip_orchestrator.supervisor",
+                str(state_dir),
+                *names,
+                *(f"--checkpoint={name}={value}" for name, value in (checkpoints or {}).items()),
+            ],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -145,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="umlip-supervisor")
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("names", nargs="+")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     available = read_service_list()
-    return supervise(args.state_dir, [available[n] for n in args.names])
+    checkpoints = dict(c.split("=", 1) for c in args.checkpoint)
+    services = with_checkpoints([available[n] for n in args.names], checkpoints)
+    return supervise(args.state_dir, services)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ FIELD_INFO: dict[str, tuple[str, str]] = {
     "green_lagrange_strain": (_DIMLESS, "Green-Lagrange strain tensor, 9 numbers, row-major."),
     "stress_gpa": ("GPa", "Stress of the deformed cell, 6 numbers Voigt, tension positive."),
     "converged": (_NO_UNIT, "Relaxed-ion mode: whether the ions of this cell converged."),
+    "deformed_positions_a": (
+        "Å",
+        "Relaxed-ion mode: relaxed Cartesian positions in the deformed cell, 3 n_atoms "
+        "numbers; null in clamped mode (homogeneously deformed positions) or if it failed.",
+    ),
 }
 
 _SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}

@@ -143,8 +143,9 @@ def run_elastic_workflow(
     return outcomes
 
 
-#: Per deformation index: (stress Voigt eV/Å^3 or None, converged or None, error or None).
-_DeformedResult = tuple[np.ndarray | None, bool | None, str | None]
+#: Per deformation index: (stress Voigt eV/Å^3 or None, converged or None, error or None,
+#: relaxed-ion positions Å or None).
+_DeformedResult = tuple[np.ndarray | None, bool | None, str | None, np.ndarray | None]
 
 
 def _deformed_stresses(
@@ -161,9 +162,9 @@ def _deformed_stresses(
             cells = [deform_atoms(atoms, d) for d in deformations]
             for k, outcome in enumerate(evaluate(cells)):
                 if isinstance(outcome, StructureFailed):
-                    results[index][k] = (None, None, f"{outcome.code}: {outcome}")
+                    results[index][k] = (None, None, f"{outcome.code}: {outcome}", None)
                 else:
-                    results[index][k] = (outcome.stress, None, None)
+                    results[index][k] = (outcome.stress, None, None, None)
             finished_at[index] = time.monotonic()
         return results, finished_at
     jobs = (
@@ -178,6 +179,7 @@ def _deformed_stresses(
             relaxed.stress if relaxed.ok else None,
             relaxed.converged,
             relaxed.error,
+            relaxed.atoms.positions.copy() if relaxed.ok else None,
         )
         if len(results[index]) == len(deformations):
             finished_at[index] = time.monotonic()
@@ -208,6 +210,9 @@ def _outcome(
             else (np.asarray(stresses[k][0]) * EV_PER_A3_TO_GPA).tolist(),
             converged=stresses[k][1],
             error=stresses[k][2],
+            deformed_positions_a=None
+            if stresses[k][3] is None
+            else np.asarray(stresses[k][3]).reshape(-1).tolist(),
         )
         for k, d in enumerate(deformations)
         if k in stresses

@@ -12,13 +12,13 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from umlip_orchestrator.commands.services import select_models
-from umlip_orchestrator.datasets import DatasetError
 from umlip_orchestrator.elastic import StrainSettings
 from umlip_orchestrator.launcher import (
     LauncherError,
     LocalFleet,
     read_endpoints,
     read_service_list,
+    with_checkpoints,
     write_endpoints,
 )
 from umlip_orchestrator.records import MaterialResult
@@ -69,6 +69,8 @@ def run_command(args: argparse.Namespace) -> int:
             except LauncherError as error:
                 return _fail(str(error))
         launched_skips: dict[str, str] = {}
+        if services and args.checkpoint:
+            return _fail("--checkpoint applies to locally started services, not to --service")
         if not services and supervisor_pid(args.state_dir) is not None:
             services = read_endpoints(args.state_dir / ENDPOINTS)
             print(f"umlip: using the services that are up: {', '.join(services)}", file=sys.stderr)
@@ -79,9 +81,13 @@ def run_command(args: argparse.Namespace) -> int:
             except LauncherError as error:
                 return _fail(str(error))
             print(f"umlip: starting local services: {', '.join(names)}", file=sys.stderr)
-            fleet = stack.enter_context(
-                LocalFleet([available[n] for n in names], args.out / "service-logs")
-            )
+            try:
+                chosen = with_checkpoints(
+                    [available[n] for n in names], dict(args.checkpoint or ())
+                )
+            except LauncherError as error:
+                return _fail(str(error))
+            fleet = stack.enter_context(LocalFleet(chosen, args.out / "service-logs"))
             services = fleet.endpoints
             launched_skips = fleet.unavailable
             for name, reason in launched_skips.items():
@@ -105,7 +111,7 @@ def run_command(args: argparse.Namespace) -> int:
         bar = None if args.no_progress else _ProgressBar()
         try:
             summary = run_benchmark(config, progress=bar.update if bar else None)
-        except DatasetError as error:
+        except ValueError as error:  # DatasetError, or two services under one model name
             return _fail(str(error))
         finally:
             if bar:

@@ -40,7 +40,7 @@ def services_command(args: argparse.Namespace) -> int:
         if args.action == "up":
             names = select_models(args.models)
             print(f"umlip: starting {', '.join(names)} (environments are created on first use)")
-            start_supervisor(args.state_dir, names)
+            start_supervisor(args.state_dir, names, checkpoints=dict(args.checkpoint or ()))
             return _status(args)
         if args.action == "down":
             stopped = stop_supervisor(args.state_dir)
