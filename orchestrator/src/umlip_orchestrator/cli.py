@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare model MODEL_A of run A with MODEL_B of run B (repeatable); default: "
         "models of the same name, or the only model of each run",
     )
+    compare.add_argument(
+        "--selection",
+        type=Path,
+        help="a `umlip finetune select` folder: report trained, held-out and forgetting "
+        "materials apart (also automatic from a fine-tuned model's provenance)",
+    )
     _add_reference_flags(compare)
     from umlip_orchestrator.commands.finetune import add_finetune_parser
 

@@ -182,6 +182,11 @@ def test_model_pairing_rules() -> None:
     assert pair_models(["mace"], ["mace-ft"]) == [("mace", "mace-ft")]
     assert pair_models(["a", "b"], ["b", "c"]) == [("b", "b")]
     assert pair_models(["a", "b"], ["c", "d"], {"a": "d"}) == [("a", "d")]
+    finetuned = ["chgnet-ft-0a1b2c3d", "sevennet-ft-99887766"]
+    assert pair_models(["chgnet", "sevennet", "mace"], finetuned) == [
+        ("chgnet", "chgnet-ft-0a1b2c3d"),
+        ("sevennet", "sevennet-ft-99887766"),
+    ]
     with pytest.raises(ReportError, match="no model in common"):
         pair_models(["a", "b"], ["c", "d"])
     with pytest.raises(ReportError, match="cannot pair"):

@@ -5,24 +5,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+from umlip_orchestrator.finetune.selection import SelectionError, read_selection
 from umlip_orchestrator.report import ReportError, build_comparison
 
 
 def compare_command(args: argparse.Namespace) -> int:
     """Runs ``umlip compare``; returns the exit code (2 on a bad input, one-line message)."""
     try:
-        changes, files = build_comparison(
+        selection = read_selection(args.selection) if args.selection else None
+        comparison = build_comparison(
             args.run_a,
             args.run_b,
             args.out,
             args.reference or (),
             dict(args.pair or ()),
             dict(args.epsilon or ()),
+            selection,
         )
-    except ReportError as error:
+    except (ReportError, SelectionError) as error:
         print(f"umlip compare: {error}", file=sys.stderr)
         return 2
-    for change in changes:
+    for line in comparison.provenance:
+        print(line)
+    for change in comparison.changes:
+        if change.group != "all":
+            continue
         name = (
             change.model_a
             if change.model_a == change.model_b
@@ -34,5 +41,7 @@ def compare_command(args: argparse.Namespace) -> int:
             f"({change.mape_change_pct:+.1f}%)  "
             f"IQR {change.iqr_a_pct:.2f} -> {change.iqr_b_pct:.2f}"
         )
-    print(f"comparison in {files[0].parent}")
+    if any(c.group != "all" for c in comparison.changes):
+        print(comparison.tables)
+    print(f"comparison in {comparison.files[0].parent}")
     return 0

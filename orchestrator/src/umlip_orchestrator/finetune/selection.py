@@ -33,6 +33,7 @@ from ase.io import write
 from umlip_orchestrator.report import ReportError
 from umlip_orchestrator.report.analysis import analyse, read_results
 from umlip_orchestrator.report.build import default_reference, load_references
+from umlip_orchestrator.report.io import run_services
 from umlip_orchestrator.report.spec import PROPERTY_BY_KEY
 
 #: ``--by`` value for the mean of the K_VRH and G_VRH relative errors (the default).
@@ -338,7 +339,7 @@ def _write(
         write(folder / "POSCAR", atoms, format="vasp", direct=True,
               label=f"{config.config_id} {atoms.get_chemical_formula()}")  # fmt: skip
     write(out_dir / CONFIGURATIONS_FILE, tagged, format="extxyz")
-    services = _run_services(run_dir)
+    services = run_services(run_dir)
     record = {
         "kind": SELECTION_KIND,
         "run": str(run_dir.resolve()),
@@ -353,19 +354,6 @@ def _write(
         "configurations": [asdict(c) for c, _ in frames],
     }
     (out_dir / SELECTION_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-
-
-def _run_services(run_dir: Path) -> dict[str, Any]:
-    """The services (GetModelInfo) recorded in a run's manifest, by model."""
-    try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    runs = manifest.get("runs", [manifest]) if isinstance(manifest, dict) else []
-    services: dict[str, Any] = {}
-    for entry in runs:
-        services.update(entry.get("services", {}) if isinstance(entry, dict) else {})
-    return services
 
 
 def read_selection(directory: Path) -> dict[str, Any]:

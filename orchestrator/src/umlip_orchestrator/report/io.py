@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import math
 import types
 import typing
@@ -133,3 +134,18 @@ def html_table(rows: Sequence[Any], row_type: type, columns: Sequence[str] | Non
     """An HTML ``<table>`` of dataclass rows (selected columns, in order)."""
     names = _columns(row_type, columns)
     return grid_html(names, _cells(rows, names))
+
+
+def run_services(run_dir: Path) -> dict[str, Any]:
+    """The services (GetModelInfo as recorded) of a run's ``manifest.json``, by model;
+    later runs into the same folder win. Empty when there is no readable manifest."""
+    try:
+        manifest = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    runs = manifest.get("runs", []) if isinstance(manifest, dict) else []
+    services: dict[str, Any] = {}
+    for entry in runs:
+        if isinstance(entry, dict) and isinstance(entry.get("services"), dict):
+            services.update(entry["services"])
+    return services
