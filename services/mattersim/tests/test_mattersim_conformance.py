@@ -42,6 +42,32 @@ def conformance_structures(frames: list[Atoms]) -> list[Atoms]:
     return structures
 
 
+#: float32 tolerances (see the module docstring).
+TOLERANCES = {
+    "atol_batch": 1e-4,
+    "fd_displacement": 1e-2,
+    "fd_strain": 2e-3,
+    "fd_atol_forces": 2e-3,
+    "fd_atol_stress": 5e-5,
+}
+
+
+def mattersim_target(
+    checkpoint: Path, service: ServiceProcess, frames: list[Atoms]
+) -> ConformanceTarget:
+    """The conformance target of a server running ``checkpoint`` (a MatterSim file)."""
+    potential = MatterSimPotential(Settings(checkpoint=str(checkpoint), dtype="float32"))
+    info = potential.load()
+    beyond = max(info.supported_atomic_numbers) + 1  # 95 (Am) for max_z = 94
+    return ConformanceTarget(
+        calculate=remote_calculate(service.target),
+        potential=potential,
+        structures=conformance_structures(frames),
+        unsupported=bulk(chemical_symbols[beyond], "fcc", a=4.9),
+        **TOLERANCES,
+    )
+
+
 class TestMatterSimConformance(ConformanceSuite):
     """MatterSim passes every conformance check through a real server process."""
 
@@ -50,20 +76,7 @@ class TestMatterSimConformance(ConformanceSuite):
     def conformance_target(
         cls, mattersim_service: ServiceProcess, tiny_model: Path, training_frames: list[Atoms]
     ) -> Iterator[ConformanceTarget]:
-        potential = MatterSimPotential(Settings(checkpoint=str(tiny_model), dtype="float32"))
-        info = potential.load()
-        beyond = max(info.supported_atomic_numbers) + 1  # 95 (Am) for max_z = 94
-        yield ConformanceTarget(
-            calculate=remote_calculate(mattersim_service.target),
-            potential=potential,
-            structures=conformance_structures(training_frames),
-            unsupported=bulk(chemical_symbols[beyond], "fcc", a=4.9),
-            atol_batch=1e-4,
-            fd_displacement=1e-2,
-            fd_strain=2e-3,
-            fd_atol_forces=2e-3,
-            fd_atol_stress=5e-5,
-        )
+        yield mattersim_target(tiny_model, mattersim_service, training_frames)
 
     def test_stresses_resolve_sign_and_voigt_order(
         self, conformance_target: ConformanceTarget
