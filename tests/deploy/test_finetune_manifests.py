@@ -1,0 +1,75 @@
+"""Fine-tuning deployments: the compose one-off services and the Kubernetes Jobs, each
+running a model's own fine-tuning module in that model's own image, checked offline."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from test_compose_config import render
+from test_k8s_manifests import OLDEST_VERSION
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FINETUNE = REPO_ROOT / "deploy" / "k8s" / "finetune"
+MODELS = ("chgnet", "mace", "mattersim", "sevennet")
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed (it renders the kustomize manifests)")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_every_model_has_a_finetuning_module_in_its_package() -> None:
+    for model in MODELS:
+        assert (REPO_ROOT / "services" / model / "src" / f"umlip_{model}" / "finetune.py").is_file()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_compose_one_off_runs_the_models_own_trainer_in_its_own_image(model: str) -> None:
+    services = render("docker-compose.yml", "cpu.yml", "finetune.yml")["services"]
+    one_off = services[f"finetune-{model}"]
+    assert one_off["profiles"] == ["finetune"]  # `up` never starts it
+    assert one_off["image"].split(":")[0] == services[model]["image"].split(":")[0]
+    entrypoint = one_off["entrypoint"]
+    assert entrypoint[:3] == ["/opt/venv/bin/python", "-m", f"umlip_{model}.finetune"]
+    assert entrypoint[entrypoint.index("--out") + 1] == f"/checkpoints/{model}-ft"
+    assert one_off["network_mode"] == "none"
+    mounts = {v.split(":")[1]: v for v in one_off["volumes"]}
+    assert mounts["/finetune"].endswith(":ro") and not mounts["/checkpoints"].endswith(":ro")
+    # The model service serves what the one-off wrote, when told to.
+    chosen = render("docker-compose.yml", **{f"UMLIP_{model.upper()}_CHECKPOINT": "/checkpoints/x"})
+    assert chosen["services"][model]["environment"]["UMLIP_CHECKPOINT"] == "/checkpoints/x"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("version", [OLDEST_VERSION, "latest"])
+def test_kubernetes_job_is_valid_and_runs_the_models_trainer(model: str, version: str) -> None:
+    version = kubernetes_validate.latest_version() if version == "latest" else version
+    (job,) = kustomize(FINETUNE / model)
+    kubernetes_validate.validate(job, version, strict=True)
+    assert job["kind"] == "Job" and job["metadata"]["name"] == f"finetune-{model}"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"].split(":")[0] == f"umlip/{model}"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["UMLIP_FINETUNE_MODULE"] == f"umlip_{model}.finetune"
+    assert env["UMLIP_FINETUNE_OUT"] == f"/checkpoints/{model}-ft"
+    assert container["command"][-1] == "$(UMLIP_FINETUNE_MODULE)"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    claims = {
+        v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]
+    }
+    volumes = kustomize(FINETUNE / "volumes")
+    for doc in volumes:
+        kubernetes_validate.validate(doc, version, strict=True)
+    assert claims == {doc["metadata"]["name"] for doc in volumes}
