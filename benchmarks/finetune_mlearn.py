@@ -76,15 +76,16 @@ def main() -> int:
     train_file = write_training_file(
         folder / "train.xyz", [labelled_frame(f, frame_label(f), "dft") for f in train]
     )
-    entries = [e for e in json.load(gzip.open(DATA / "deJong2015_mp_elastic_tensor_1181.json.gz"))
-               if e["material_id"] in DE_JONG_IDS]  # fmt: skip
+    with gzip.open(DATA / "deJong2015_mp_elastic_tensor_1181.json.gz") as handle:
+        entries = [e for e in json.load(handle) if e["material_id"] in DE_JONG_IDS]
     (folder / "dejong6.json").write_text(json.dumps(entries))
     out = folder / f"{args.model}-ft"
     extra = ["--base-checkpoint", args.base_checkpoint] if args.base_checkpoint else []
     if args.learning_rate:
         extra += ["--learning-rate", str(args.learning_rate)]
     umlip("finetune", "run", "--model", args.model, "--train", str(train_file), "--out",
-          str(out), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), *extra)  # fmt: skip
+          str(out), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+          *extra)  # fmt: skip
     python = REPO_ROOT / "services" / args.model / ".venv" / "bin" / "python"
     errors, tensors = {}, {}
     for tag, checkpoint in (("base", args.base_checkpoint or ""), ("fine-tuned", str(out))):
