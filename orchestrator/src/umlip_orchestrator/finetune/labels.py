@@ -146,7 +146,7 @@ def label_selection(
         if not candidates:
             miss(f"no configuration has the composition {formula}")
             continue
-        match, why = match_frame(frame, configs, candidates, tolerance)
+        match, why = match_frame(frame, configs, candidates, tolerance, labelled.keys())
         if match is None:
             miss(why)
             continue

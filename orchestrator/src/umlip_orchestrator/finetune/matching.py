@@ -14,7 +14,7 @@ rotation from the frame's Cartesian axes to the configuration's.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,14 +132,24 @@ def composition_key(atoms: Atoms) -> tuple[int, ...]:
 
 
 def match_frame(
-    frame: Atoms, configs: Sequence[Atoms], candidates: Sequence[int], tol: Tolerance
+    frame: Atoms,
+    configs: Sequence[Atoms],
+    candidates: Sequence[int],
+    tol: Tolerance,
+    taken: Collection[int] = (),
 ) -> tuple[Match | None, str]:
-    """The closest configuration among ``candidates`` (same composition) that matches.
+    """The best matching configuration among ``candidates`` (same composition).
+
+    Symmetry can make several configurations the same structure up to a rotation (a
+    +6 % and a -6 % shear of a cubic crystal): the labels then fit each of them once
+    rotated. Preferred, in order: a configuration not yet labelled (``taken`` lists
+    those that are), one in the frame's own Cartesian axes (no rotation), the closest.
 
     Returns:
         (match, "") or (None, why none matched).
     """
     best: Match | None = None
+    best_key: tuple[bool, bool, float] | None = None
     volume = abs(frame.get_volume())
     cell_misses = 0
     closest_atoms = np.inf
@@ -158,8 +168,9 @@ def match_frame(
                 continue
             permutation, distance = paired
             closest_atoms = min(closest_atoms, distance)
-            if distance <= tol.position_a and (best is None or distance < best.max_distance_a):
-                best = Match(index, permutation, rotation, distance)
+            key = (index in taken, not np.allclose(rotation, np.eye(3), atol=1e-9), distance)
+            if distance <= tol.position_a and (best_key is None or key < best_key):
+                best, best_key = Match(index, permutation, rotation, distance), key
     if best is not None:
         return best, ""
     if cell_misses == len(candidates):

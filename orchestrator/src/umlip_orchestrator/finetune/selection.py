@@ -336,8 +336,7 @@ def _write(
         tagged.append(frame)
         folder = out_dir / "poscar" / config.config_id
         folder.mkdir(parents=True, exist_ok=True)
-        write(folder / "POSCAR", atoms, format="vasp", direct=True,
-              label=f"{config.config_id} {atoms.get_chemical_formula()}")  # fmt: skip
+        write(folder / "POSCAR", atoms, format="vasp", direct=True)
     write(out_dir / CONFIGURATIONS_FILE, tagged, format="extxyz")
     services = run_services(run_dir)
     record = {
