@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -526,12 +526,6 @@ def resolve_finetuned(checkpoint: str) -> FineTunedCheckpoint | None:
 
 def _not_a_record(path: Path) -> None:
     raise FineTuneError(f"{path} is not a umlip fine-tuning record")
-
-
-def mean_abs(values: Iterable[float]) -> float:
-    """Mean of absolute values (NaN for none)."""
-    array = np.abs(np.fromiter(values, dtype=float))
-    return float(array.mean()) if array.size else float("nan")
 
 
 def run_main(main: Any, argv: Sequence[str] | None = None) -> int:
