@@ -3,31 +3,16 @@ running a model's own fine-tuning module in that model's own image, checked offl
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 from test_compose_config import render
-from test_k8s_manifests import OLDEST_VERSION
+from test_k8s_manifests import OLDEST_VERSION, kustomize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINETUNE = REPO_ROOT / "deploy" / "k8s" / "finetune"
 MODELS = ("chgnet", "mace", "mattersim", "sevennet")
-
-
-def kustomize(path: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not installed (it renders the kustomize manifests)")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def test_every_model_has_a_finetuning_module_in_its_package() -> None:

@@ -35,17 +35,22 @@ DNS_TARGET = re.compile(
 Doc = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[Doc]:
-    """``kubectl kustomize deploy/k8s`` as a list of resources."""
+def kustomize(path: Path) -> list[Doc]:
+    """``kubectl kustomize PATH`` as a list of resources."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is not installed (it renders the kustomize manifests)")
     result = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=False, timeout=60
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[Doc]:
+    """``kubectl kustomize deploy/k8s`` as a list of resources."""
+    return kustomize(K8S)
 
 
 def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
