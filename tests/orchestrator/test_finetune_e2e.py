@@ -113,3 +113,9 @@ def test_select_label_finetune_serve_rebenchmark_compare(
     assert by_group[("forgetting", "k_vrh")]["n_common"] == 2
     assert by_group[("all", "k_vrh")]["n_common"] == 6
     assert {r["model_b"] for r in rows} == {provenance["model_name"]}
+
+    # The report of the fine-tuned run names its base checkpoint and its label source.
+    assert main(["report", str(after), "--out", str(tmp_path / "report")]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert f"{provenance['model_name']}: fine-tuned from 0.3.0" in summary
+    assert "label_source=model:emt (not DFT labels)" in summary

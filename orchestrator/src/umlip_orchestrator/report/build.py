@@ -15,6 +15,7 @@ Files written under the report directory::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from umlip_orchestrator.report.analysis import (
 )
 from umlip_orchestrator.report.errors import ReportError
 from umlip_orchestrator.report.figures import draw_all
-from umlip_orchestrator.report.io import write_parquet
+from umlip_orchestrator.report.io import provenance_lines, run_services, write_parquet
 from umlip_orchestrator.report.page import index_html, sections, summary_markdown
 from umlip_orchestrator.report.reference import (
     ReferenceRow,
@@ -158,5 +159,7 @@ def build_report(
     else:
         reference = default_reference(rows, Path(results_dir))
     analysis = analyse(rows, reference, epsilon)
+    finetuned = provenance_lines(run_services(Path(results_dir)), analysis.models)
+    analysis = dataclasses.replace(analysis, notes=(*analysis.notes, *finetuned))
     title = f"umlip report: {Path(results_dir).resolve().name} vs DFT"
     return analysis, write_report(analysis, out_dir, title)

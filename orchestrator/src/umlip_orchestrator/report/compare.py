@@ -38,6 +38,7 @@ from umlip_orchestrator.report.errors import ReportError
 from umlip_orchestrator.report.io import (
     format_value,
     grid_markdown,
+    provenance_lines,
     run_services,
     write_parquet,
 )
@@ -268,25 +269,6 @@ def study_tables(changes: Sequence[PropertyChange]) -> str:
             "signed relative error, before -> after, %.\n\n" + grid_markdown(header, table_2)
         )
     return "\n\n".join(parts)
-
-
-def provenance_lines(services_b: Mapping[str, Any], models_b: Collection[str]) -> list[str]:
-    """One line per fine-tuned model of run B: base checkpoint and label source (labels
-    that are not ``dft`` are said not to be DFT)."""
-    lines = []
-    for model in models_b:
-        provenance = (services_b.get(model) or {}).get("provenance") or {}
-        if provenance.get("kind") != "umlip-finetune":
-            continue
-        source = provenance.get("label_source", "unknown")
-        note = "" if source == "dft" else " (not DFT labels)"
-        lines.append(
-            f"{model}: fine-tuned from {provenance.get('base_checkpoint', '?')} "
-            f"(sha256 {provenance.get('base_checkpoint_sha256', '?')[:12]}) on labels "
-            f"label_source={source}{note}, training data sha256 "
-            f"{provenance.get('training_data_sha256', '?')[:12]}"
-        )
-    return lines
 
 
 @dataclass(frozen=True)

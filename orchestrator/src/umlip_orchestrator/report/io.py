@@ -14,7 +14,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +149,22 @@ def run_services(run_dir: Path) -> dict[str, Any]:
         if isinstance(entry, dict) and isinstance(entry.get("services"), dict):
             services.update(entry["services"])
     return services
+
+
+def provenance_lines(services_b: Mapping[str, Any], models_b: Collection[str]) -> list[str]:
+    """One line per fine-tuned model of run B: base checkpoint and label source (labels
+    that are not ``dft`` are said not to be DFT)."""
+    lines = []
+    for model in models_b:
+        provenance = (services_b.get(model) or {}).get("provenance") or {}
+        if provenance.get("kind") != "umlip-finetune":
+            continue
+        source = provenance.get("label_source", "unknown")
+        note = "" if source == "dft" else " (not DFT labels)"
+        lines.append(
+            f"{model}: fine-tuned from {provenance.get('base_checkpoint', '?')} "
+            f"(sha256 {provenance.get('base_checkpoint_sha256', '?')[:12]}) on labels "
+            f"label_source={source}{note}, training data sha256 "
+            f"{provenance.get('training_data_sha256', '?')[:12]}"
+        )
+    return lines
