@@ -18,173 +18,60 @@ came from ``umlip finetune select``, its ``material_id`` and ``config_id``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 import sys
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import read, write
-from ase.stress import full_3x3_to_voigt_6_stress
 
-from umlip_serve.potential import file_sha256
+from umlip_serve.provenance import (
+    PROVENANCE_FILE,
+    PROVENANCE_KIND,
+    EpochMetrics,
+    FineTunedCheckpoint,
+    ProvenanceRecorder,
+    resolve_finetuned,
+)
+from umlip_serve.training_data import (
+    LABEL_SOURCE_KEY,
+    FineTuneError,
+    Label,
+    TrainingData,
+    check_label_source,
+    frame_label,
+    labelled_frame,
+    read_training_file,
+    write_training_file,
+)
 
-#: Frame info key naming where a frame's labels come from.
-LABEL_SOURCE_KEY = "label_source"
-#: The provenance record written next to a fine-tuned checkpoint.
-PROVENANCE_FILE = "provenance.json"
-#: Kind tag of a provenance record (so a stray provenance.json is not mistaken for one).
-PROVENANCE_KIND = "umlip-finetune"
 #: 1 eV/Å^3 in GPa (SCIENCE.md); the MAEs of the record are in GPa.
 GPA_PER_EV_PER_A3 = 160.21766208
-_LABEL_SOURCE = re.compile(r"^(dft|dft-tensor|model:[A-Za-z0-9_.:+-]+|[a-z][a-z0-9_-]*)$")
 
-
-class FineTuneError(Exception):
-    """A fine-tuning input or setting is wrong; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class Label:
-    """One labelled frame's targets in the canonical convention.
-
-    Attributes:
-        energy: total energy, eV.
-        forces: (n_atoms, 3), eV/Å.
-        stress: (3, 3), eV/Å^3, tensile positive (ASE's sign).
-    """
-
-    energy: float
-    forces: np.ndarray
-    stress: np.ndarray
-
-
-def frame_label(atoms: Atoms) -> Label:
-    """The canonical labels of a frame read from a training file.
-
-    Raises:
-        FineTuneError: the frame lacks energy, forces or stress.
-    """
-    calc = atoms.calc
-    results = getattr(calc, "results", {}) if calc is not None else {}
-    missing = [k for k in ("energy", "forces", "stress") if k not in results]
-    if missing:
-        raise FineTuneError(f"a training frame ({atoms.get_chemical_formula()}) lacks {missing}")
-    stress = np.asarray(results["stress"], dtype=float)
-    if stress.shape == (6,):
-        xx, yy, zz, yz, xz, xy = stress
-        stress = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    return Label(
-        energy=float(results["energy"]),
-        forces=np.asarray(results["forces"], dtype=float).reshape(len(atoms), 3),
-        stress=stress.reshape(3, 3),
-    )
-
-
-def labelled_frame(
-    atoms: Atoms, label: Label, label_source: str, info: Mapping[str, Any] | None = None
-) -> Atoms:
-    """A copy of ``atoms`` carrying ``label`` and ``label_source`` (and extra ``info``)."""
-    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    frame.info.update(info or {})
-    frame.info[LABEL_SOURCE_KEY] = label_source
-    frame.calc = SinglePointCalculator(
-        frame,
-        energy=label.energy,
-        forces=np.asarray(label.forces, dtype=float),
-        stress=full_3x3_to_voigt_6_stress(np.asarray(label.stress, dtype=float)),
-    )
-    return frame
-
-
-def write_training_file(path: Path, frames: Sequence[Atoms]) -> Path:
-    """Writes labelled frames as extended XYZ, atomically (a ``.tmp`` file renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp, list(frames), format="extxyz")
-    os.replace(tmp, path)
-    return path
-
-
-def check_label_source(value: str) -> str:
-    """Returns ``value`` if it is a valid label source; raises :class:`FineTuneError`."""
-    if not _LABEL_SOURCE.match(value):
-        raise FineTuneError(
-            f"label_source {value!r} is not one of dft, dft-tensor, model:<name>, or a "
-            "lower-case word"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Labelled frames read from one canonical file.
-
-    Attributes:
-        path: the file.
-        sha256: its sha256 (recorded in the provenance).
-        frames: the frames, each with a SinglePointCalculator holding its labels.
-        label_source: where every frame's labels come from (one value per file).
-    """
-
-    path: Path
-    sha256: str
-    frames: list[Atoms]
-    label_source: str
-
-    @property
-    def material_ids(self) -> list[str]:
-        """Distinct ``material_id`` values of the frames, in first-seen order."""
-        ids = (str(f.info["material_id"]) for f in self.frames if "material_id" in f.info)
-        return list(dict.fromkeys(ids))
-
-
-def read_training_file(path: Path, label_source: str | None = None) -> TrainingData:
-    """Reads a canonical training file and checks every frame's labels.
-
-    Args:
-        path: extended XYZ file.
-        label_source: used for frames without a ``label_source``; a frame whose own
-            value differs is an error.
-
-    Raises:
-        FineTuneError: missing or unreadable file, no frames, a frame without energy,
-            forces or stress, no label source, or several label sources in one file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FineTuneError(f"training file {path} does not exist")
-    try:
-        frames = read(path, index=":", format="extxyz")
-    except Exception as error:  # ase raises many types on a malformed file
-        raise FineTuneError(f"cannot read {path} as extended XYZ: {error}") from error
-    if not frames:
-        raise FineTuneError(f"{path} holds no frames")
-    sources = set()
-    for frame in frames:
-        frame_label(frame)
-        source = frame.info.get(LABEL_SOURCE_KEY, label_source)
-        if source is None:
-            raise FineTuneError(
-                f"{path}: frames carry no label_source; write the file with `umlip finetune "
-                "label` or say where the labels come from (--label-source dft|dft-tensor|"
-                "model:<name>)"
-            )
-        if label_source is not None and source != label_source:
-            raise FineTuneError(f"{path}: frames say label_source={source}, not {label_source}")
-        frame.info[LABEL_SOURCE_KEY] = check_label_source(str(source))
-        sources.add(str(source))
-    if len(sources) != 1:
-        raise FineTuneError(f"{path} mixes label sources {sorted(sources)}; use one per file")
-    return TrainingData(path, file_sha256(path), frames, sources.pop())
+__all__ = [
+    "GPA_PER_EV_PER_A3",
+    "LABEL_SOURCE_KEY",
+    "PROVENANCE_FILE",
+    "PROVENANCE_KIND",
+    "EpochMetrics",
+    "FineTuneError",
+    "FineTuneSettings",
+    "FineTunedCheckpoint",
+    "Label",
+    "ProvenanceRecorder",
+    "TrainingData",
+    "build_finetune_parser",
+    "check_label_source",
+    "frame_label",
+    "labelled_frame",
+    "load_training_data",
+    "parse_finetune_args",
+    "read_training_file",
+    "resolve_finetuned",
+    "run_main",
+    "write_training_file",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,184 +235,6 @@ def load_training_data(settings: FineTuneSettings) -> tuple[TrainingData, Traini
         replace(train, frames=[f for i, f in enumerate(train.frames) if i not in held]),
         replace(train, frames=[f for i, f in enumerate(train.frames) if i in held]),
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class EpochMetrics:
-    """One epoch as the model's trainer reported it (None where it reports nothing).
-
-    MAEs: energy in eV/atom, forces in eV/Å, stress in GPa; ``train_loss`` in the
-    trainer's own loss units (comparable between epochs of one run only).
-    """
-
-    epoch: int
-    train_loss: float | None = None
-    train_energy_mae: float | None = None
-    train_force_mae: float | None = None
-    train_stress_mae: float | None = None
-    valid_loss: float | None = None
-    valid_energy_mae: float | None = None
-    valid_force_mae: float | None = None
-    valid_stress_mae: float | None = None
-    seconds: float | None = None
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-@dataclass(kw_only=True)
-class ProvenanceRecorder:
-    """Collects a run's provenance; prints each epoch; writes ``provenance.json``.
-
-    Attributes:
-        model: model family ("chgnet", "mace", ...); the fine-tuned model is served as
-            ``<model>-ft-<first 8 hex of the checkpoint's sha256>``.
-        settings: the run's settings.
-        train, valid: the data sets.
-        base_checkpoint_name: what the run started from (name or file name).
-        base_checkpoint_sha256: sha256 of its file.
-        package_versions: versions of the packages that trained.
-        trainer: how training ran (e.g. "chgnet.trainer.Trainer, targets=efs").
-        extra: model-specific settings worth recording (e.g. E0s, element set).
-    """
-
-    model: str
-    settings: FineTuneSettings
-    train: TrainingData
-    valid: TrainingData
-    base_checkpoint_name: str
-    base_checkpoint_sha256: str
-    package_versions: dict[str, str]
-    trainer: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    epochs: list[EpochMetrics] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        print(
-            f"umlip finetune {self.model}: {len(self.train.frames)} training and "
-            f"{len(self.valid.frames)} validation frames (labels: {self.train.label_source}), "
-            f"{self.settings.epochs} epochs, from {self.base_checkpoint_name}",
-            flush=True,
-        )
-
-    def epoch(self, metrics: EpochMetrics) -> None:
-        """Records one epoch and prints it on one line."""
-        self.epochs.append(metrics)
-        print(
-            f"epoch {metrics.epoch:>3}/{self.settings.epochs}  loss {_fmt(metrics.train_loss)}  "
-            f"train MAE E {_fmt(metrics.train_energy_mae)} eV/atom  F "
-            f"{_fmt(metrics.train_force_mae)} eV/Å  S {_fmt(metrics.train_stress_mae, 3)} GPa  "
-            f"| valid E {_fmt(metrics.valid_energy_mae)}  F {_fmt(metrics.valid_force_mae)}  "
-            f"S {_fmt(metrics.valid_stress_mae, 3)}  ({_fmt(metrics.seconds, 1)} s)",
-            flush=True,
-        )
-
-    def finish(self, checkpoint: Path) -> dict[str, Any]:
-        """Writes ``provenance.json`` beside ``checkpoint`` (which must lie in ``out``).
-
-        Returns:
-            The record written.
-        """
-        checkpoint = Path(checkpoint)
-        sha = file_sha256(checkpoint)
-        record = {
-            "kind": PROVENANCE_KIND,
-            "model": self.model,
-            "model_name": f"{self.model}-ft-{sha[:8]}",
-            "checkpoint_file": checkpoint.name,
-            "checkpoint_sha256": sha,
-            "base_checkpoint": self.base_checkpoint_name,
-            "base_checkpoint_sha256": self.base_checkpoint_sha256,
-            "label_source": self.train.label_source,
-            "training_data": {"path": str(self.train.path), "sha256": self.train.sha256},
-            "validation_data": {"path": str(self.valid.path), "sha256": self.valid.sha256},
-            "n_train_frames": len(self.train.frames),
-            "n_valid_frames": len(self.valid.frames),
-            "trained_materials": self.train.material_ids,
-            "hyperparameters": self.settings.hyperparameters(),
-            "trainer": self.trainer,
-            "extra": self.extra,
-            "epochs": [asdict(e) for e in self.epochs],
-            "wall_time_s": time.monotonic() - self.started,
-            "package_versions": self.package_versions,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        path = checkpoint.parent / PROVENANCE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        print(
-            f"umlip finetune {self.model}: checkpoint {checkpoint} served as "
-            f"{record['model_name']} (UMLIP_CHECKPOINT={checkpoint.parent})",
-            flush=True,
-        )
-        return record
-
-
-@dataclass(frozen=True)
-class FineTunedCheckpoint:
-    """A checkpoint written by a umlip fine-tuning run, and its record."""
-
-    path: Path
-    record: dict[str, Any]
-
-    @property
-    def model_name(self) -> str:
-        """The name the service reports, e.g. ``chgnet-ft-1a2b3c4d``."""
-        return str(self.record["model_name"])
-
-    def provenance_map(self) -> dict[str, str]:
-        """The flat string map a service reports in GetModelInfo's ``provenance``."""
-        return {
-            "kind": PROVENANCE_KIND,
-            "base_checkpoint": str(self.record["base_checkpoint"]),
-            "base_checkpoint_sha256": str(self.record["base_checkpoint_sha256"]),
-            "label_source": str(self.record["label_source"]),
-            "training_data_sha256": str(self.record["training_data"]["sha256"]),
-            "trained_materials": ",".join(self.record.get("trained_materials", [])),
-            "epochs": str(len(self.record.get("epochs", []))),
-        }
-
-
-def resolve_finetuned(checkpoint: str) -> FineTunedCheckpoint | None:
-    """The fine-tuned checkpoint that ``checkpoint`` (a file or its folder) names, if any.
-
-    A folder must hold ``provenance.json``; a file is fine-tuned when a
-    ``provenance.json`` beside it names it. The file's sha256 must match the record.
-
-    Raises:
-        FineTuneError: the record is unreadable, names a missing file, or its sha256
-            does not match the file (the checkpoint was replaced after training).
-    """
-    if not checkpoint:
-        return None
-    given = Path(checkpoint)
-    folder = given if given.is_dir() else given.parent
-    record_path = folder / PROVENANCE_FILE
-    if not record_path.is_file():
-        if given.is_dir():
-            raise FineTuneError(f"{given} is a folder without {PROVENANCE_FILE}")
-        return None
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise FineTuneError(f"cannot read {record_path}: {error}") from error
-    if not isinstance(record, dict) or record.get("kind") != PROVENANCE_KIND:
-        return None if not given.is_dir() else _not_a_record(record_path)
-    path = folder / str(record["checkpoint_file"])
-    if not given.is_dir() and given.name != path.name:
-        return None
-    if not path.is_file():
-        raise FineTuneError(f"{record_path} names {path.name}, which is missing")
-    if file_sha256(path) != record["checkpoint_sha256"]:
-        raise FineTuneError(f"{path} does not match the sha256 in {record_path}")
-    return FineTunedCheckpoint(path, record)
-
-
-def _not_a_record(path: Path) -> None:
-    raise FineTuneError(f"{path} is not a umlip fine-tuning record")
 
 
 def run_main(main: Any, argv: Sequence[str] | None = None) -> int:

@@ -32,9 +32,10 @@ from umlip_serve.errors import (
     public_message,
     status_code_for,
 )
-from umlip_serve.finetune import FineTuneError, resolve_finetuned
 from umlip_serve.potential import ModelInfo, Potential
+from umlip_serve.provenance import resolve_finetuned
 from umlip_serve.settings import Settings
+from umlip_serve.training_data import FineTuneError
 
 logger = logging.getLogger("umlip_serve.server")
 
@@ -176,9 +177,7 @@ def load_into(
         potential.settings = replace(settings, checkpoint=str(finetuned.path))
     info = potential.load()
     if finetuned is not None:
-        info = replace(
-            info, model_name=finetuned.model_name, provenance=finetuned.provenance_map()
-        )
+        info = replace(info, model_name=finetuned.model_name, provenance=finetuned.provenance_map())
     batcher = DynamicBatcher(
         potential.calculate,
         max_atoms=settings.max_batch_atoms,
