@@ -38,6 +38,12 @@ def emt_python() -> Path:
 
 
 @pytest.fixture(scope="session")
+def chgnet_python() -> Path:
+    """Python of the CHGNet service environment (services/chgnet/.venv)."""
+    return service_python("chgnet")
+
+
+@pytest.fixture(scope="session")
 def emt_service(emt_python: Path) -> Iterator[ServiceProcess]:
     """A real EMT server process on a free loopback port, shared by the session."""
     with ServiceProcess(python=emt_python, module="umlip_emt") as service:

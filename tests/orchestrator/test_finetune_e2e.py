@@ -18,7 +18,6 @@ import pytest
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
-from conftest import service_python
 from shared_data import DE_JONG, load_json_gz
 
 from umlip_orchestrator.cli import main
@@ -51,9 +50,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_select_label_finetune_serve_rebenchmark_compare(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dataset: Path, chgnet_python: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    chgnet = service_python("chgnet")
+    chgnet = chgnet_python
     before, after = tmp_path / "before", tmp_path / "after"
     with ServiceProcess(python=chgnet, module="umlip_chgnet", start_timeout_s=300) as service:
         _umlip("run", "--service", f"chgnet={service.target}", "--dataset", str(dataset),
