@@ -7,7 +7,8 @@
 # drop-in way (one compose block, one endpoint line; no orchestrator change). Starts the
 # stack with docker-compose (deploy/compose/e2e.yml, host network, loopback ports,
 # health-gated), runs `umlip run --limit 3 --ion-mode clamped` in the orchestrator
-# container, checks the Parquet tables, and tears everything down. Prints the time of
+# container, checks the Parquet tables, fine-tunes CHGNet in its own image (the compose
+# one-off of deploy/compose/finetune.yml), and tears everything down. Prints the time of
 # each stage and the image sizes.
 #
 # Needs root (apt-get, dockerd, debootstrap). Installs docker.io, docker-compose and
@@ -277,3 +278,44 @@ docker_cli run --rm --network none --entrypoint /opt/venv/bin/python \
   "umlip/orchestrator:$tag" /check.py /results --models emt,chgnet,emt2 \
   --materials "$limit" --same emt2=emt
 stage_done "check tables"
+
+# --- 9. Fine-tuning as a compose one-off ------------------------------------------------
+log "fine-tune CHGNet in its own image (compose one-off service of finetune.yml)"
+mkdir -p "$work/finetune" "$work/checkpoints"
+chown 10001:10001 "$work/finetune" "$work/checkpoints"  # the images' user
+# Six strained, rattled Cu cells labelled by ASE's EMT (label_source model:emt), written
+# as the canonical training file by the orchestrator image.
+docker_cli run --rm --network none --entrypoint /opt/venv/bin/python \
+  -v "$work/finetune:/finetune" "umlip/orchestrator:$tag" -c '
+import numpy as np
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from umlip_serve.finetune import Label, labelled_frame, write_training_file
+rng = np.random.default_rng(0)
+frames = []
+for k in range(6):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.set_cell(atoms.cell.array * (1 + 0.01 * (k - 3)), scale_atoms=True)
+    atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+    atoms.calc = EMT()
+    label = Label(atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False))
+    frames.append(labelled_frame(atoms, label, "model:emt"))
+write_training_file("/finetune/training.xyz", frames)
+'
+if ! UMLIP_FINETUNE_DATA="$work/finetune" UMLIP_CHECKPOINTS="$work/checkpoints" \
+  timeout 900 docker-compose -p "$project" -f deploy/compose/docker-compose.yml \
+  -f deploy/compose/finetune.yml run --rm -T finetune-chgnet --epochs 2 --batch-size 2 \
+  >"$work/finetune.log" 2>&1; then
+  tail -40 "$work/finetune.log"
+  exit 1
+fi
+grep -E '^(epoch|umlip finetune)' "$work/finetune.log" || true
+python3 - "$work/checkpoints/chgnet-ft/provenance.json" <<'EOF'
+import json, sys
+record = json.load(open(sys.argv[1]))
+assert record["model_name"].startswith("chgnet-ft-"), record["model_name"]
+assert record["label_source"] == "model:emt" and len(record["epochs"]) == 2, record
+print(f"provenance: {record['model_name']} from {record['base_checkpoint']}, labels "
+      f"{record['label_source']}, {len(record['epochs'])} epochs")
+EOF
+stage_done "fine-tune one-off (compose)"
