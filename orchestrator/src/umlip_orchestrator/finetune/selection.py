@@ -161,13 +161,15 @@ def _table_rows(path: Path, model: str, ids: set[str], columns: Sequence[str]) -
     """Rows of a Parquet table for ``model`` and ``ids`` (missing columns read as None)."""
     if not path.is_file():
         raise SelectionError(f"{path} is missing (is it a complete umlip run?)")
+    if not ids:
+        return []
     present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in columns if c in present])
-    return [
-        {c: row.get(c) for c in columns}
-        for row in table.to_pylist()
-        if row["model"] == model and row["material_id"] in ids
-    ]
+    table = pq.read_table(
+        path,
+        columns=[c for c in columns if c in present],
+        filters=[("model", "==", model), ("material_id", "in", sorted(ids))],
+    )
+    return [{c: row.get(c) for c in columns} for row in table.to_pylist()]
 
 
 def _safe(text: str) -> str:
