@@ -28,7 +28,7 @@ from umlip_orchestrator.elastic import (
 )
 from umlip_orchestrator.evaluation import BatchEvaluator, StructureFailed
 from umlip_orchestrator.records import DeformationRecord, MaterialResult, Status
-from umlip_orchestrator.relax import RelaxResult, RelaxSettings, relax_in_lockstep
+from umlip_orchestrator.relax import RelaxResult, RelaxSettings, relax_vectorized
 from umlip_orchestrator.units import EV_PER_A3_TO_GPA
 
 IonMode = Literal["relaxed", "clamped"]
@@ -113,7 +113,7 @@ def run_elastic_workflow(
     """
     start = time.monotonic()
     relaxed: dict[int, RelaxResult] = {}
-    for index, result in relax_in_lockstep(
+    for index, result in relax_vectorized(
         ((i, m.atoms) for i, m in enumerate(materials)),
         evaluate,
         settings.relax,
@@ -172,7 +172,7 @@ def _deformed_stresses(
         for index, atoms in structures.items()
         for k, d in enumerate(deformations)
     )
-    for (index, k), relaxed in relax_in_lockstep(
+    for (index, k), relaxed in relax_vectorized(
         jobs, evaluate, settings.deformation_relax, max_active=settings.max_active
     ):
         results[index][k] = (
