@@ -211,3 +211,15 @@ def test_clear_errors_on_bad_arguments(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 2, output
         assert message in output and "Traceback" not in output
+
+
+def test_progress_bar_counts_up_to_materials_times_models(
+    emt_service: ServiceProcess, dataset: Path, tmp_path: Path, ray_address: str
+) -> None:
+    flags = ["--ion-mode", "clamped", "--limit", "4", "--ray-address", ray_address]
+    args = ["--service", f"emt={emt_service.target}", "--service", f"emt-b={emt_service.target}"]
+    output = run_to_end(*args, "--dataset", str(dataset), "--out", str(tmp_path), *flags)
+    assert "materials x models: 100%" in output and "8/8" in output
+    assert "mat/s" in output
+    again = run_to_end(*args, "--dataset", str(dataset), "--out", str(tmp_path), *flags)
+    assert "materials x models: 0mat" in again and "8/8" not in again  # resumed: none planned

@@ -176,8 +176,16 @@ def _init_ray(address: str | None) -> None:
         )
 
 
-def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -> RunSummary:
+def run_benchmark(
+    config: RunConfig,
+    progress: ProgressCallback | None = None,
+    planned: Callable[[int], None] | None = None,
+) -> RunSummary:
     """Runs (or resumes) a benchmark; every finished group is on disk when this returns.
+
+    ``planned`` is told, once the services have answered, how many (material, model)
+    rows this run will write (materials x reachable models, less those already done),
+    the total that ``progress`` then counts up to.
 
     Raises:
         DatasetError: the dataset path cannot be read at all.
@@ -188,6 +196,8 @@ def run_benchmark(config: RunConfig, progress: ProgressCallback | None = None) -
     done = finished_keys(store)
     infos, unreachable = describe_services(config.services)
     summaries = {name: ModelSummary(model=name) for name in [*infos, *unreachable]}
+    if planned:
+        planned(sum((m.material_id, name) not in done for name in infos for m in materials))
     for name, error in unreachable.items():
         summaries[name].unavailable = error
         logger.error("service %s unavailable, skipped: %s", name, error)

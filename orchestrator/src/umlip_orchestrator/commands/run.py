@@ -110,7 +110,11 @@ def run_command(args: argparse.Namespace) -> int:
             return _fail(str(error))
         bar = None if args.no_progress else _ProgressBar()
         try:
-            summary = run_benchmark(config, progress=bar.update if bar else None)
+            summary = run_benchmark(
+                config,
+                progress=bar.update if bar else None,
+                planned=bar.planned if bar else None,
+            )
         except ValueError as error:  # DatasetError, or two services under one model name
             return _fail(str(error))
         finally:
@@ -122,11 +126,17 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """Materials done, failures and rate, over all models."""
+    """(Material, model) rows done of the planned total, failures, and materials per
+    second (tqdm's rate), over all models."""
 
     def __init__(self) -> None:
-        self._bar = tqdm(desc="materials", unit="mat", dynamic_ncols=True, file=sys.stderr)
+        self._bar = tqdm(desc="materials x models", unit="mat", dynamic_ncols=True,
+                         file=sys.stderr)  # fmt: skip
         self._failures = 0
+
+    def planned(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
 
     def update(self, model: str, rows: Sequence[MaterialResult]) -> None:
         self._failures += sum(r.status == "failed" for r in rows)
