@@ -24,6 +24,7 @@ from umlip_orchestrator.evaluation import Evaluation, StructureFailed
 from umlip_serve.ase_bridge import atoms_to_batch
 from umlip_serve.batch import ALL_PROPERTIES, Property, StructureError, StructureOutput
 from umlip_serve.codec import WIRE_TO_PROPERTY, decode_response, encode_batch, encode_properties
+from umlip_serve.provenance import PROVENANCE_KIND
 
 logger = logging.getLogger("umlip_orchestrator.client")
 
@@ -68,7 +69,7 @@ class ServiceInfo:
     @property
     def is_finetuned(self) -> bool:
         """Whether the service runs a checkpoint written by a umlip fine-tuning run."""
-        return self.provenance.get("kind") == "umlip-finetune"
+        return self.provenance.get("kind") == PROVENANCE_KIND
 
     @property
     def label_source(self) -> str | None:

@@ -20,7 +20,7 @@ from umlip_orchestrator.report import ReportError
 
 #: ``umlip finetune run`` options passed on to the model's fine-tuning module, if given.
 FORWARDED = (
-    "valid", "base_checkpoint", "epochs", "learning_rate", "energy_weight", "force_weight",
+    "base_checkpoint", "epochs", "learning_rate", "energy_weight", "force_weight",
     "stress_weight", "batch_size", "seed", "device", "valid_fraction", "label_source",
     "torch_threads",
 )  # fmt: skip
@@ -159,15 +159,15 @@ def _label(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     forwarded = ["--train", absolute(args.train), "--out", absolute(args.out)]
+    if args.valid is not None:
+        forwarded += ["--valid", absolute(args.valid)]
     for name in FORWARDED:
         value = getattr(args, name)
         if value is not None:
             forwarded += [f"--{name.replace('_', '-')}", str(value)]
-    if args.valid is not None:
-        forwarded[forwarded.index("--valid") + 1] = absolute(args.valid)
     for prefix in args.freeze:
         forwarded += ["--freeze", prefix]
-    status = run_finetune(args.model, [str(a) for a in forwarded])
+    status = run_finetune(args.model, forwarded)
     if status == 0:
         print(
             f"serve it: umlip services up --models {args.model} --checkpoint "

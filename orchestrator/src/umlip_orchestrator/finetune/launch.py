@@ -53,6 +53,6 @@ def run_finetune(model: str, arguments: Sequence[str]) -> int:
     return subprocess.run(command, check=False).returncode
 
 
-def absolute(path: Path | None) -> str | None:
-    """A path as an absolute string (None stays None)."""
-    return None if path is None else str(Path(path).resolve())
+def absolute(path: Path) -> str:
+    """A path as an absolute string (the module runs with its own working directory)."""
+    return str(Path(path).resolve())

@@ -21,6 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from umlip_serve.provenance import PROVENANCE_KIND
+
 _SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 _UNIT_SUFFIXES = {"_gpa": "GPa", "_pct": "%", "_s": "s", "_k": "K", "_per_second": "1/s"}
 
@@ -157,7 +159,7 @@ def provenance_lines(services_b: Mapping[str, Any], models_b: Collection[str]) -
     lines = []
     for model in models_b:
         provenance = (services_b.get(model) or {}).get("provenance") or {}
-        if provenance.get("kind") != "umlip-finetune":
+        if provenance.get("kind") != PROVENANCE_KIND:
             continue
         source = provenance.get("label_source", "unknown")
         note = "" if source == "dft" else " (not DFT labels)"
