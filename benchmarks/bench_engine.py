@@ -39,7 +39,7 @@ from ase.constraints import FixSymmetry
 
 from umlip_orchestrator.evaluation import Evaluation, StructureFailed
 from umlip_orchestrator.relax import LockstepStats, RelaxSettings, lockstep, relax_in_lockstep
-from umlip_orchestrator.relax.engine import relax_vectorized
+from umlip_orchestrator.relax.pipeline import relax_vectorized
 from umlip_orchestrator.relax.structures import Structure
 
 #: GOAL of issue 11: at most this many ms of orchestrator CPU per structure-step at 256.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from ase.build import bulk
+from ray_nodes import RAY_TEST_ENV, free_port, start_node, stop_node, wait_for_port
 
 from umlip_orchestrator.examples import emt_crystals
 from umlip_serve.process import ServiceProcess
 
-#: The test's Ray head listens on loopback only; token authentication is off for it.
-RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 RUN_FLAGS = ["--ion-mode", "clamped", "--group-size", "2", "--no-progress"]
 COMPARED = [
     "material_id",
@@ -49,49 +47,19 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Ray head on loopback shared by the runs of this module (`--ray-address`)."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("ray") / "head.log").open("w")
-    head = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, **RAY_TEST_ENV},
+    head = start_node(
+        tmp_path_factory.mktemp("ray") / "head.log",
+        node_ip="127.0.0.2",
+        head_port=port,
+        num_cpus=2,
     )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        assert head.poll() is None and time.monotonic() < deadline, "ray head did not start"
-        time.sleep(0.5)
-    yield address
-    head.send_signal(signal.SIGTERM)
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-    log.close()
+    wait_for_port("127.0.0.2", port, head, timeout_s=180)
+    yield f"127.0.0.2:{port}"
+    stop_node(head)
 
 
 def umlip(*args: str, **kwargs: object) -> subprocess.Popen[str]:

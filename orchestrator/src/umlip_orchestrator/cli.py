@@ -136,9 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-fix-symmetry", action="store_true", help="do not keep the space group")
     run.add_argument("--normal-strains", default="-0.01,-0.005,0.005,0.01")
     run.add_argument("--shear-strains", default="-0.06,-0.03,0.03,0.06")
-    run.add_argument("--group-size", type=_positive_int, default=4, help="materials per task")
-    run.add_argument("--actors-per-service", type=_positive_int, default=1)
-    run.add_argument("--max-active", type=_positive_int, default=64, help="structures in lockstep")
+    run.add_argument(
+        "--group-size", type=_positive_int, default=256, help="materials per actor task"
+    )
+    run.add_argument(
+        "--actors-per-service",
+        type=_positive_int,
+        default=1,
+        help="orchestrator processes (Ray actors) feeding each service",
+    )
+    run.add_argument(
+        "--max-active",
+        type=_positive_int,
+        default=128,
+        help="structures computed at once per actor (within the service's atom budget)",
+    )
     run.add_argument("--ray-address", help="join this Ray cluster (default: start a local one)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(

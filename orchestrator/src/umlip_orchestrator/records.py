@@ -59,7 +59,7 @@ class MaterialResult:
     min_eigenvalue_gpa: float | None
     # Cost.
     wall_time_s: float  # from the start of its relaxation to its fit, in its worker
-    seconds_per_material: float  # wall time of its worker batch / materials in it
+    seconds_per_material: float  # its actor's wall time so far / materials completed so far
     # Reference values from the dataset, if it has them (GPa).
     reference_k_vrh_gpa: float | None
     reference_g_vrh_gpa: float | None

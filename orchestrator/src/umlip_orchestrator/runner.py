@@ -2,15 +2,18 @@
 
 The driver asks every service for its ``GetModelInfo``, skips the materials a model
 cannot handle (recording why), sends groups of materials to each service's actor pool
-with bounded in-flight work (``ray.wait`` backpressure), writes each group's rows as
-soon as it returns, and on a restart skips every (material, model) row already written.
-Only service unavailability is retried; a bad structure is a failed row.
+with bounded in-flight work (``ray.wait`` backpressure), writes each material's rows as
+soon as its actor yields them (Ray streaming generators), and on a restart skips every
+(material, model) row already written. Only service unavailability is retried; a bad
+structure is a failed row.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from pathlib import Path
 import ray
 from ase.data import chemical_symbols
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from umlip_orchestrator import __version__
 from umlip_orchestrator.actors import ServiceUnavailableError, ServiceWorker
@@ -27,7 +31,7 @@ from umlip_orchestrator.client import PotentialClient, ServiceError, ServiceInfo
 from umlip_orchestrator.datasets import Material, load_dataset
 from umlip_orchestrator.records import MaterialResult
 from umlip_orchestrator.tables import ResultStore
-from umlip_orchestrator.workflow import WorkflowSettings, unfinished_result
+from umlip_orchestrator.workflow import MaterialOutcome, WorkflowSettings, unfinished_result
 
 logger = logging.getLogger("umlip_orchestrator.runner")
 
@@ -42,10 +46,14 @@ class RunConfig:
         out_dir: where the tables and the manifest go; an existing run there resumes.
         workflow: relaxation, strains and ion mode.
         limit: compute only the first N materials of the dataset.
-        actors_per_service: size of each service's actor pool (its replicas).
-        group_size: materials per actor task (relaxed together in lockstep).
+        actors_per_service: orchestrator processes (Ray actors) per service, each with
+            its own requests in flight; more than one when one process cannot keep the
+            service busy (a GPU service, several replicas behind one address).
+        group_size: materials per actor task; outcomes stream back one by one, and all
+            of a task's materials share the actor's continuous batching.
         max_in_flight: tasks queued per actor (backpressure).
-        max_task_retries: resubmissions of a group while its service is unavailable.
+        max_task_retries: resubmissions of a task's unfinished materials while its
+            service is unavailable.
         ray_address: join this Ray cluster; None starts a local one.
     """
 
@@ -55,7 +63,7 @@ class RunConfig:
     workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
     limit: int | None = None
     actors_per_service: int = 1
-    group_size: int = 4
+    group_size: int = 256
     max_in_flight: int = 2
     max_task_retries: int = 3
     ray_address: str | None = None
@@ -85,6 +93,7 @@ class ModelSummary:
     resumed: int = 0
     seconds: float = 0.0
     unavailable: str | None = None
+    actor_nodes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,9 +104,13 @@ class RunSummary:
     dataset_problems: list[str]
     out_dir: Path
     wall_time_s: float
+    ray_nodes: list[str] = field(default_factory=list)
 
 
-#: Called after each written group: (model, rows just written).
+#: Outcomes that arrive together are written together, at least this often, s.
+FLUSH_EVERY_S = 1.0
+
+#: Called after each write: (model, rows just written).
 ProgressCallback = Callable[[str, Sequence[MaterialResult]], None]
 
 
@@ -154,6 +167,22 @@ def describe_services(services: Mapping[str, str]) -> tuple[dict[str, ServiceInf
     return infos, errors
 
 
+def loopback_node_ip() -> str:
+    """The address a local Ray node should use so that its traffic stays on loopback.
+
+    Ray replaces 127.0.0.1 (and "localhost") by the machine's routable address, so a
+    local cluster would talk over that interface. 127.0.0.2 is loopback too and Ray
+    keeps it; systems where it is not configured (macOS without an alias) get
+    127.0.0.1 and Ray's own choice.
+    """
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.2", 0))
+        except OSError:
+            return "127.0.0.1"
+    return "127.0.0.2"
+
+
 def _init_ray(address: str | None) -> None:
     """Joins ``address`` or starts a local Ray; workers import the installed packages."""
     if ray.is_initialized():
@@ -166,14 +195,21 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, **options)
     else:
-        # A local cluster talks over loopback only.
         ray.init(
             address="local",  # always a new cluster, even if one runs on this machine
             include_dashboard=False,
             num_cpus=os.cpu_count() or 2,
-            _node_ip_address="127.0.0.1",
+            _node_ip_address=loopback_node_ip(),
             **options,
         )
+
+
+def _worker_nodes() -> list[tuple[str, str]]:
+    """(ID, address) of the cluster's live nodes with CPUs, in address order."""
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    nodes.sort(key=lambda n: (n["NodeManagerAddress"], n["NodeID"]))
+    found = [(n["NodeID"], n["NodeManagerAddress"]) for n in nodes]
+    return found or [(ray.get_runtime_context().get_node_id(), "local")]
 
 
 def run_benchmark(
@@ -237,23 +273,31 @@ def run_benchmark(
             if progress:
                 progress(name, skipped)
         work[name] = todo
+    ray_nodes: list[str] = []
     if any(work.values()):
-        _run_on_ray(config, infos, work, store, summaries, progress)
+        _run_on_ray(config, infos, work, store, summaries, progress, ray_nodes)
     store.compact()
     return RunSummary(
         models=summaries,
         dataset_problems=[f"{p.source}: {p.message}" for p in problems],
         out_dir=config.out_dir,
         wall_time_s=time.monotonic() - started,
+        ray_nodes=ray_nodes,
     )
 
 
 @dataclass
 class _Task:
+    """One streaming actor task: its materials and which of them have come back."""
+
     model: str
     materials: list[Material]
     actor: int
     attempt: int = 0
+    received: set[int] = field(default_factory=set)
+
+    def remaining(self) -> list[Material]:
+        return [m for i, m in enumerate(self.materials) if i not in self.received]
 
 
 def _run_on_ray(
@@ -263,25 +307,48 @@ def _run_on_ray(
     store: ResultStore,
     summaries: dict[str, ModelSummary],
     progress: ProgressCallback | None,
+    summary_nodes: list[str],
 ) -> None:
+    """Streams every model's materials through its actor pool; writes each outcome.
+
+    Each actor task carries ``group_size`` materials and yields each material's outcome
+    as it completes (a Ray streaming generator); it is written at once. If a task fails
+    because the service is unavailable (or its actor died), the materials it has not
+    yet returned are submitted again, up to ``max_task_retries`` times.
+    """
     _init_ray(config.ray_address)
 
+    nodes = _worker_nodes()
+    summary_nodes.extend(address for _, address in nodes)
+    placements = itertools.cycle([node_id for node_id, _ in nodes])
+
     def new_actor(model: str) -> ray.actor.ActorHandle:
-        return ServiceWorker.remote(infos[model].target, model, config.workflow)
+        # Round-robin over the cluster's nodes: a service's actors (and the services)
+        # are spread over the machines of a multi-node cluster.
+        strategy = NodeAffinitySchedulingStrategy(next(placements), soft=True)
+        return ServiceWorker.options(scheduling_strategy=strategy).remote(
+            infos[model].target, model, config.workflow
+        )
 
     pools = {m: [new_actor(m) for _ in range(config.actors_per_service)] for m in work}
+    for model, pool in pools.items():
+        summaries[model].actor_nodes = ray.get([actor.node.remote() for actor in pool])
+        logger.info("%s: %d actors on %s", model, len(pool), summaries[model].actor_nodes)
     queues = {
         m: [todo[i : i + config.group_size] for i in range(0, len(todo), config.group_size)]
         for m, todo in work.items()
     }
-    in_flight: dict[ray.ObjectRef, _Task] = {}
+    in_flight: dict[ray.ObjectRefGenerator, _Task] = {}
     load = {m: [0] * config.actors_per_service for m in work}
 
     def submit(task: _Task) -> None:
         actor = min(range(config.actors_per_service), key=lambda a: load[task.model][a])
         task.actor = actor
+        task.received = set()
         load[task.model][actor] += 1
-        in_flight[pools[task.model][actor].run.remote(task.materials)] = task
+        handle = pools[task.model][actor]
+        generator = handle.run.options(num_returns="streaming").remote(task.materials)
+        in_flight[generator] = task
 
     def fill() -> None:
         for model, groups in queues.items():
@@ -289,41 +356,79 @@ def _run_on_ray(
             while groups and sum(load[model]) < capacity:
                 submit(_Task(model, groups.pop(0), actor=0))
 
-    fill()
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        task = in_flight.pop(ready[0])
-        load[task.model][task.actor] -= 1
-        try:
-            outcomes = ray.get(ready[0])
-        except (RayTaskError, RayActorError) as error:
-            cause = getattr(error, "cause", None) or error
-            retryable = isinstance(cause, ServiceUnavailableError | RayActorError)
-            if retryable and task.attempt < config.max_task_retries:
-                logger.warning("%s: retrying a group after: %s", task.model, cause)
-                if isinstance(cause, RayActorError):
-                    pools[task.model][task.actor] = new_actor(task.model)
-                task.attempt += 1
-                submit(task)
-                continue
-            message = f"{SERVICE_FAILURE}: {cause}"
-            rows = [
-                unfinished_result(m, task.model, config.workflow.ion_mode, message, status="failed")
-                for m in task.materials
-            ]
-            store.write(rows, [])
-            summaries[task.model].failed += len(rows)
-            if progress:
-                progress(task.model, rows)
-            fill()
-            continue
+    def record(model: str, outcomes: Sequence[MaterialOutcome]) -> None:
         results = [o.result for o in outcomes]
         store.write(results, [d for o in outcomes for d in o.deformations])
-        summary = summaries[task.model]
+        summary = summaries[model]
         for row in results:
             summary.done += row.status == "ok"
             summary.failed += row.status == "failed"
             summary.seconds += row.seconds_per_material
         if progress:
-            progress(task.model, results)
-        fill()
+            progress(model, results)
+
+    def failed(task: _Task, error: BaseException) -> None:
+        load[task.model][task.actor] -= 1
+        cause = getattr(error, "cause", None) or error
+        retryable = isinstance(cause, ServiceUnavailableError | RayActorError)
+        remaining = task.remaining()
+        if retryable and task.attempt < config.max_task_retries:
+            logger.warning("%s: retrying %d materials after: %s", task.model, len(remaining), cause)
+            if isinstance(cause, RayActorError):
+                pools[task.model][task.actor] = new_actor(task.model)
+            submit(_Task(task.model, remaining, actor=0, attempt=task.attempt + 1))
+            return
+        message = f"{SERVICE_FAILURE}: {cause}"
+        rows = [
+            unfinished_result(m, task.model, config.workflow.ion_mode, message, status="failed")
+            for m in remaining
+        ]
+        store.write(rows, [])
+        summaries[task.model].failed += len(rows)
+        if progress:
+            progress(task.model, rows)
+
+    buffered: dict[str, list[MaterialOutcome]] = {m: [] for m in work}
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        for model, outcomes in buffered.items():
+            if outcomes:
+                record(model, outcomes)
+                outcomes.clear()
+        last_flush = time.monotonic()
+
+    fill()
+    while in_flight:
+        waiting = any(buffered.values())
+        ready, _ = ray.wait(
+            list(in_flight), num_returns=1, timeout=FLUSH_EVERY_S if waiting else None
+        )
+        if waiting and (not ready or time.monotonic() - last_flush >= FLUSH_EVERY_S):
+            flush()
+        if not ready:
+            continue
+        generator = ready[0]
+        task = in_flight[generator]
+        try:
+            reference = next(generator)
+        except StopIteration:
+            del in_flight[generator]
+            if len(task.received) == len(task.materials):
+                load[task.model][task.actor] -= 1
+            else:  # ended short without an error: retry what is missing
+                short = f"the task returned {len(task.received)} of {len(task.materials)} materials"
+                failed(task, ServiceUnavailableError(short))
+            fill()
+            continue
+        try:
+            index, outcome = ray.get(reference)
+        except (RayTaskError, RayActorError) as error:
+            del in_flight[generator]
+            failed(task, error)
+            fill()
+            continue
+        task.received.add(index)
+        buffered[task.model].append(outcome)
+    flush()

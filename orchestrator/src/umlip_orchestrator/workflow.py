@@ -1,21 +1,21 @@
-"""The elastic workflow of a group of materials through one potential.
+"""The elastic workflow of many materials through one potential.
 
-Stage 1 relaxes every material's cell in lockstep; stage 2 evaluates the 24 deformed
-cells of each relaxed material (clamped: one batch per material; relaxed: ions relaxed
-at fixed cell, all deformed cells of the group in lockstep); stage 3 fits the elastic
-tensor and derives the properties (SCIENCE.md sections 1-3). Pure functions of a
-:data:`BatchEvaluator`, so they run the same in a Ray actor, a test or a notebook.
-"""
+Each material's cell is relaxed (stage 1); its 24 deformed cells are evaluated (stage 2;
+clamped ions: one evaluation each; relaxed ions: positions relaxed at the fixed cell);
+its elastic tensor is fitted and the properties derived (stage 3; SCIENCE.md sections
+1-3). All stages of all materials share one continuous stream of batched requests
+(:func:`~umlip_orchestrator.relax.run_continuously`), and a material's outcome is
+yielded as soon as its last deformed cell is done. Pure functions of a
+:data:`BatchEvaluator`, so they run the same in a Ray actor, a test or a notebook."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
-from ase import Atoms
 
 from umlip_orchestrator.datasets import Material
 from umlip_orchestrator.elastic import (
@@ -26,9 +26,10 @@ from umlip_orchestrator.elastic import (
     derive_properties,
     fit_elastic_tensor,
 )
-from umlip_orchestrator.evaluation import BatchEvaluator, StructureFailed
+from umlip_orchestrator.evaluation import BatchEvaluator, Evaluation, StructureFailed
 from umlip_orchestrator.records import DeformationRecord, MaterialResult, Status
-from umlip_orchestrator.relax import RelaxResult, RelaxSettings, relax_vectorized
+from umlip_orchestrator.relax import Job, JobQueue, RelaxResult, RelaxSettings, run_continuously
+from umlip_orchestrator.relax.pipeline import JobOutcome
 from umlip_orchestrator.units import EV_PER_A3_TO_GPA
 
 IonMode = Literal["relaxed", "clamped"]
@@ -45,19 +46,25 @@ class WorkflowSettings:
         relax: relaxation of the starting structure (cell and positions).
         strains: the deformation set.
         ion_mode: "relaxed" (ions relaxed in each deformed cell) or "clamped".
-        max_active: most structures relaxed in lockstep (one Calculate per step).
+        max_active: most structures computed at once over all requests in flight
+            (each request also stays within the service's ``max_batch_atoms``).
+        requests_in_flight: ``Calculate`` requests in flight at once; while the service
+            computes one, the client steps the structures of the other.
     """
 
     relax: RelaxSettings = field(default_factory=RelaxSettings)
     strains: StrainSettings = field(default_factory=StrainSettings)
     ion_mode: IonMode = "relaxed"
-    max_active: int = 64
+    max_active: int = 128
+    requests_in_flight: int = 2
 
     def __post_init__(self) -> None:
         if self.ion_mode not in ("relaxed", "clamped"):
             raise ValueError(f"ion_mode must be 'relaxed' or 'clamped', got {self.ion_mode!r}")
         if self.max_active < 1:
             raise ValueError("max_active must be >= 1")
+        if self.requests_in_flight < 1:
+            raise ValueError("requests_in_flight must be >= 1")
 
     @property
     def deformation_relax(self) -> RelaxSettings:
@@ -82,6 +89,7 @@ class WorkflowSettings:
             "strains": self.strains.as_dict(),
             "ion_mode": self.ion_mode,
             "max_active": self.max_active,
+            "requests_in_flight": self.requests_in_flight,
             "deformation_relax": asdict(self.deformation_relax),
         }
 
@@ -104,86 +112,130 @@ def run_elastic_workflow(
     evaluate: BatchEvaluator,
     model: str,
     settings: WorkflowSettings,
+    *,
+    max_atoms: int | None = None,
 ) -> list[MaterialOutcome]:
     """Relaxes, deforms and fits every material; one outcome per material, in order.
 
-    A material that fails (unsupported element, failed relaxation, too few stresses to
-    fit) gets a row with status "failed" and the reason; the others go on. Exceptions
-    of ``evaluate`` itself (the service is unreachable) propagate.
+    :func:`stream_elastic_workflow` collected and put back in input order.
+    """
+    stream = stream_elastic_workflow(materials, evaluate, model, settings, max_atoms=max_atoms)
+    keyed = dict(stream)
+    return [keyed[i] for i in range(len(materials))]
+
+
+@dataclass
+class _MaterialState:
+    """A material in the pipeline: its relaxation and the deformed cells done so far."""
+
+    material: Material
+    started: float
+    relaxed: RelaxResult | None = None
+    deformed: dict[int, _DeformedResult] = field(default_factory=dict)
+
+
+def stream_elastic_workflow(
+    materials: Iterable[Material],
+    evaluate: BatchEvaluator,
+    model: str,
+    settings: WorkflowSettings,
+    *,
+    max_atoms: int | None = None,
+) -> Iterator[tuple[int, MaterialOutcome]]:
+    """Relaxes, deforms and fits every material; yields (index in ``materials``,
+    outcome) as each material completes.
+
+    Every job of every material shares one stream of requests
+    (:func:`~umlip_orchestrator.relax.run_continuously`): new materials' cell
+    relaxations, and as soon as a material is relaxed, its deformed cells (clamped:
+    single evaluations; relaxed: fixed-cell relaxations), which go ahead of materials
+    not yet started. A material is read from ``materials`` only when there is room for
+    it, so the stream can be long. A material that fails (unsupported element, failed
+    relaxation, too few stresses to fit) is an outcome with status "failed" and the
+    reason; the others go on. Exceptions of ``evaluate`` itself (the service is
+    unreachable) propagate; outcomes already yielded stay valid.
+
+    Args:
+        max_atoms: the most atoms in one request (the service's ``max_batch_atoms``).
     """
     start = time.monotonic()
-    relaxed: dict[int, RelaxResult] = {}
-    for index, result in relax_vectorized(
-        ((i, m.atoms) for i, m in enumerate(materials)),
-        evaluate,
-        settings.relax,
-        max_active=settings.max_active,
-    ):
-        relaxed[index] = result
     deformations = deformation_set(settings.strains)
-    fits_input = [i for i in range(len(materials)) if relaxed[i].ok]
-    stresses, finished_at = _deformed_stresses(
-        {i: relaxed[i].atoms for i in fits_input}, deformations, evaluate, settings
-    )
-    seconds_per_material = (time.monotonic() - start) / max(1, len(materials))
-    outcomes = []
-    for index, material in enumerate(materials):
-        outcomes.append(
+    deformed_settings = settings.deformation_relax if settings.ion_mode == "relaxed" else None
+    states: dict[int, _MaterialState] = {}
+    source = enumerate(materials)
+
+    def next_material() -> Job[tuple[int, int]] | None:
+        entry = next(source, None)
+        if entry is None:
+            return None
+        index, material = entry
+        states[index] = _MaterialState(material, started=time.monotonic())
+        return Job((index, _RELAX), material.atoms, settings.relax)
+
+    queue: JobQueue[tuple[int, int]] = JobQueue(next_material)
+    completed = 0
+    for (index, k), outcome in run_continuously(
+        queue,
+        evaluate,
+        max_active=settings.max_active,
+        max_atoms=max_atoms,
+        in_flight=settings.requests_in_flight,
+    ):
+        state = states[index]
+        if k == _RELAX:
+            assert isinstance(outcome, RelaxResult)
+            state.relaxed = outcome
+            if outcome.ok:
+                for j, deformation in enumerate(deformations):
+                    cell = deform_atoms(outcome.atoms, deformation)
+                    queue.push(Job((index, j), cell, deformed_settings))
+                continue
+        else:
+            state.deformed[k] = _deformed_result(outcome)
+            if len(state.deformed) < len(deformations):
+                continue
+        del states[index]
+        completed += 1
+        now = time.monotonic()
+        assert state.relaxed is not None
+        yield (
+            index,
             _outcome(
-                material,
+                state.material,
                 model,
                 settings,
-                relaxed[index],
+                state.relaxed,
                 deformations,
-                stresses.get(index, {}),
-                wall_time_s=finished_at.get(index, time.monotonic()) - start,
-                seconds_per_material=seconds_per_material,
-            )
+                state.deformed,
+                wall_time_s=now - state.started,
+                seconds_per_material=(now - start) / completed,
+            ),
         )
-    return outcomes
 
+
+#: Key of a material's own relaxation (deformed cells are keyed by their index >= 0).
+_RELAX = -1
 
 #: Per deformation index: (stress Voigt eV/Å^3 or None, converged or None, error or None,
 #: relaxed-ion positions Å or None).
 _DeformedResult = tuple[np.ndarray | None, bool | None, str | None, np.ndarray | None]
 
 
-def _deformed_stresses(
-    structures: dict[int, Atoms],
-    deformations: list[Deformation],
-    evaluate: BatchEvaluator,
-    settings: WorkflowSettings,
-) -> tuple[dict[int, dict[int, _DeformedResult]], dict[int, float]]:
-    """Stresses of every deformed cell; also when each material's last cell finished."""
-    results: dict[int, dict[int, _DeformedResult]] = {i: {} for i in structures}
-    finished_at: dict[int, float] = {}
-    if settings.ion_mode == "clamped":
-        for index, atoms in structures.items():
-            cells = [deform_atoms(atoms, d) for d in deformations]
-            for k, outcome in enumerate(evaluate(cells)):
-                if isinstance(outcome, StructureFailed):
-                    results[index][k] = (None, None, f"{outcome.code}: {outcome}", None)
-                else:
-                    results[index][k] = (outcome.stress, None, None, None)
-            finished_at[index] = time.monotonic()
-        return results, finished_at
-    jobs = (
-        ((index, k), deform_atoms(atoms, d))
-        for index, atoms in structures.items()
-        for k, d in enumerate(deformations)
+def _deformed_result(outcome: JobOutcome) -> _DeformedResult:
+    """A deformed cell's stress (or why there is none) from its job's outcome."""
+    if isinstance(outcome, StructureFailed):
+        return (None, None, f"{outcome.code}: {outcome}", None)
+    if isinstance(outcome, Evaluation):  # clamped ions: one evaluation
+        stress = np.asarray(outcome.stress, dtype=np.float64)
+        if stress.shape != (6,):
+            return (None, None, f"stress has shape {stress.shape}, expected (6,) Voigt", None)
+        return (stress, None, None, None)
+    return (
+        outcome.stress if outcome.ok else None,
+        outcome.converged,
+        outcome.error,
+        outcome.atoms.positions.copy() if outcome.ok else None,
     )
-    for (index, k), relaxed in relax_vectorized(
-        jobs, evaluate, settings.deformation_relax, max_active=settings.max_active
-    ):
-        results[index][k] = (
-            relaxed.stress if relaxed.ok else None,
-            relaxed.converged,
-            relaxed.error,
-            relaxed.atoms.positions.copy() if relaxed.ok else None,
-        )
-        if len(results[index]) == len(deformations):
-            finished_at[index] = time.monotonic()
-    return results, finished_at
 
 
 def _outcome(

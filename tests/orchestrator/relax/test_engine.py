@@ -33,7 +33,8 @@ from ase.constraints import FixSymmetry
 from umlip_orchestrator.evaluation import Evaluation, StructureFailed
 from umlip_orchestrator.relax import LockstepStats, RelaxResult, RelaxSettings, relax_in_lockstep
 from umlip_orchestrator.relax import tensors as engine_tensors
-from umlip_orchestrator.relax.engine import _Batch, relax_vectorized
+from umlip_orchestrator.relax.engine import _Batch
+from umlip_orchestrator.relax.pipeline import relax_vectorized
 from umlip_orchestrator.relax.structures import Structure
 from umlip_orchestrator.relax.tensors import expm, expm_frechet
 

@@ -188,6 +188,12 @@ def print_summary(summary: RunSummary, launch_skips: dict[str, str]) -> None:
         )
     for name, reason in launch_skips.items():
         print(f"{name:<12} skipped: {reason}")
+    for name, model in summary.models.items():
+        if model.actor_nodes:
+            nodes = ", ".join(sorted(set(model.actor_nodes)))
+            print(f"{name}: {len(model.actor_nodes)} Ray actor(s) on node(s) {nodes}")
+    if summary.ray_nodes:
+        print(f"Ray nodes with CPUs: {', '.join(summary.ray_nodes)}")
     if summary.dataset_problems:
         print(f"{len(summary.dataset_problems)} dataset entries could not be read:")
         for problem in summary.dataset_problems[:10]:

@@ -8,16 +8,19 @@ objects in one thread per structure and stays the reference it is tested against
 """
 
 from umlip_orchestrator.relax.batching import EvaluationCalculator
-from umlip_orchestrator.relax.engine import relax_vectorized
 from umlip_orchestrator.relax.lockstep import relax_in_lockstep, relax_structure
+from umlip_orchestrator.relax.pipeline import Job, JobQueue, relax_vectorized, run_continuously
 from umlip_orchestrator.relax.settings import LockstepStats, RelaxResult, RelaxSettings
 
 __all__ = [
     "EvaluationCalculator",
+    "Job",
+    "JobQueue",
     "LockstepStats",
     "RelaxResult",
     "RelaxSettings",
     "relax_in_lockstep",
     "relax_structure",
     "relax_vectorized",
+    "run_continuously",
 ]

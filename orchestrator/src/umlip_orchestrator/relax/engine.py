@@ -1,10 +1,12 @@
 """Vectorized lockstep relaxation: ASE's FIRE, FrechetCellFilter and FixSymmetry in numpy.
 
-A drop-in alternative to :func:`~umlip_orchestrator.relax.lockstep.relax_in_lockstep`
-without threads: the atoms of every active structure are concatenated (with offsets),
-per-structure scalars (FIRE's time step and mixing, the deformation gradient, ...) are
-arrays, and one optimiser step of all of them is a handful of array operations. Each
-structure follows the trajectory of ASE's own recipe run alone on it, to rounding:
+The arithmetic behind :func:`~umlip_orchestrator.relax.pipeline.relax_vectorized` and
+:func:`~umlip_orchestrator.relax.pipeline.run_continuously`, an alternative to
+:func:`~umlip_orchestrator.relax.lockstep.relax_in_lockstep` without threads: the atoms
+of every active structure are concatenated (with offsets), per-structure scalars (FIRE's
+time step and mixing, the deformation gradient, ...) are arrays, and one optimiser step
+of all of them is a handful of array operations. Each structure follows the trajectory
+of ASE's own recipe run alone on it, to rounding:
 
 * ``FIRE`` (``ase.optimize.FIRE`` with its defaults: ``dt=0.1``, ``maxstep=0.2``,
   ``dtmax=1.0``, ``Nmin=5``, ``finc=1.1``, ``fdec=0.5``, ``astart=0.1``, ``fa=0.99``,
@@ -34,9 +36,7 @@ instead of scipy's Pade approximants. Both agree to rounding (about 1e-15 relati
 from __future__ import annotations
 
 import logging
-import time
 import warnings
-from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -44,13 +44,12 @@ import scipy.linalg
 from ase import Atoms
 from numpy.typing import NDArray
 
-from umlip_orchestrator.evaluation import BatchEvaluator, Evaluation, StructureFailed
+from umlip_orchestrator.evaluation import Evaluation, StructureFailed
 from umlip_orchestrator.relax.batching import plain_copy
-from umlip_orchestrator.relax.settings import LockstepStats, RelaxResult, RelaxSettings
+from umlip_orchestrator.relax.settings import RelaxResult, RelaxSettings
 from umlip_orchestrator.relax.structures import (
     Structure,
     failure_result,
-    nan_result,
     parse_outcome,
 )
 from umlip_orchestrator.relax.tensors import expm, expm_frechet, symmetrize_rank2, voigt_to_full
@@ -80,84 +79,6 @@ _CELL_STEP_WARNING = 0.15
 #: recomputed with scipy's logm (as ASE does every step); below it they agree to rounding.
 _LOGM_REFRESH = 1e-12
 _EYE3 = np.eye(3)
-
-
-def relax_vectorized(
-    jobs: Iterable[tuple[K, Atoms]],
-    evaluate: BatchEvaluator,
-    settings: RelaxSettings,
-    *,
-    max_active: int = 64,
-    stats: LockstepStats | None = None,
-) -> Iterator[tuple[K, RelaxResult]]:
-    """Relaxes many structures together, one ``evaluate`` call per optimiser step.
-
-    Same contract as :func:`~umlip_orchestrator.relax.lockstep.relax_in_lockstep`, in
-    the caller's thread and without worker threads: at most ``max_active`` structures
-    are active; each step of all of them is one call of ``evaluate``. A structure that
-    converges, runs out of steps or fails is yielded at once and the next job takes its
-    place. Each structure follows ASE's FIRE run alone on it (on a ``FrechetCellFilter``
-    with ``relax_cell``, optionally with ``FixSymmetry``), to rounding. Jobs are read
-    lazily, as places free up.
-
-    Args:
-        jobs: (key, structure) pairs; keys are returned with the results, structures are
-            copied (the caller's are not modified; their calculators and constraints are
-            ignored).
-        evaluate: evaluates a batch; a :class:`StructureFailed` in its output fails only
-            that structure, an exception it raises stops the whole relaxation.
-        settings: the relaxation settings.
-        max_active: the most structures relaxed (and evaluated) together, >= 1.
-        stats: counters updated in place (evaluate calls, structures per call).
-
-    Returns:
-        An iterator of (key, result) as each structure finishes, in order of completion.
-
-    Raises:
-        ValueError: ``max_active`` is not an int >= 1. While iterating: whatever
-            ``evaluate`` (or iterating ``jobs``) raised; a result list of the wrong
-            length raises ``ValueError``.
-    """
-    if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
-        raise ValueError(f"max_active must be an int >= 1, got {max_active!r}")
-    return _drive(iter(jobs), evaluate, settings, max_active, stats)
-
-
-def _drive(
-    jobs: Iterator[tuple[K, Atoms]],
-    evaluate: BatchEvaluator,
-    settings: RelaxSettings,
-    max_active: int,
-    stats: LockstepStats | None,
-) -> Iterator[tuple[K, RelaxResult]]:
-    batch: _Batch[K] = _Batch(settings)
-    exhausted = False
-    while True:
-        while not exhausted and len(batch) < max_active:
-            job = next(jobs, None)
-            if job is None:
-                exhausted = True
-                break
-            key, atoms = job
-            try:
-                structure = Structure.start(key, atoms, settings)
-            except Exception as exc:
-                logger.debug("setting up the relaxation of %r failed", key, exc_info=True)
-                yield key, nan_result(plain_copy(atoms), 0, f"{type(exc).__name__}: {exc}")
-                continue
-            batch.add(structure)
-        if not len(batch):
-            return
-        snapshots = batch.snapshots()
-        start = time.perf_counter()
-        outcomes = list(evaluate(snapshots))
-        if stats is not None:
-            stats.record(len(snapshots), time.perf_counter() - start)
-        if len(outcomes) != len(snapshots):
-            raise ValueError(
-                f"evaluator returned {len(outcomes)} results for {len(snapshots)} structures"
-            )
-        yield from batch.advance(snapshots, outcomes)
 
 
 class _Batch(Generic[K]):
