@@ -324,8 +324,10 @@ def _run_on_ray(
 
     def new_actor(model: str) -> ray.actor.ActorHandle:
         # Round-robin over the cluster's nodes: a service's actors (and the services)
-        # are spread over the machines of a multi-node cluster.
-        strategy = NodeAffinitySchedulingStrategy(next(placements), soft=True)
+        # are spread over the machines of a multi-node cluster. Hard affinity (a soft
+        # one lets Ray keep every actor on the head); an actor whose node is gone fails
+        # and its replacement goes to the next node.
+        strategy = NodeAffinitySchedulingStrategy(next(placements), soft=False)
         return ServiceWorker.options(scheduling_strategy=strategy).remote(
             infos[model].target, model, config.workflow
         )

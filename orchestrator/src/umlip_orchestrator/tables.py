@@ -80,7 +80,11 @@ FIELD_INFO: dict[str, tuple[str, str]] = {
     "born_stable": (_NO_UNIT, "Whether the tensor is positive definite (Born stability)."),
     "min_eigenvalue_gpa": ("GPa", "Smallest eigenvalue of the symmetrised 6x6 tensor."),
     "wall_time_s": ("s", "Wall time from the start of its relaxation to its fit."),
-    "seconds_per_material": ("s", "Wall time of its worker batch divided by its materials."),
+    "seconds_per_material": (
+        "s",
+        "Its actor's wall time until it completed, divided by the materials that actor had "
+        "completed by then (amortised cost under continuous batching).",
+    ),
     "reference_k_vrh_gpa": ("GPa", "DFT reference VRH bulk modulus from the dataset."),
     "reference_g_vrh_gpa": ("GPa", "DFT reference VRH shear modulus from the dataset."),
     "index": (_NO_UNIT, "Deformation index, 0 .. n_deformations - 1."),

@@ -6,6 +6,17 @@ in GPa, ASE's sign, but with V the *signed* cell determinant: chgnet 0.4.2 (and 
 calculator) flips the stress of a left-handed cell. The adapter converts GPa to eV/Å^3
 and multiplies by the sign of the determinant (proven by the finite-difference tests).
 
+Forces and stress come from one plain backward pass (:func:`predict`), not from
+``CHGNet.predict_graph``: chgnet's predict path is its training path, which takes the
+forces and the stress in two separate ``torch.autograd.grad`` calls, each with
+``create_graph=True`` (a double-backward graph, for force and stress losses). For
+inference that is most of the time; one ``torch.autograd.grad`` of the total energy
+with respect to the positions and the strains together gives the same derivatives
+(float32 summation order aside), about twice as fast (32 Si8 cells, one CPU thread).
+It relies on two private pieces of chgnet 0.4.2 (pinned in ``uv.lock``):
+``CHGNet._compute`` and ``BatchedGraph.from_graphs``; ``tests/test_fast_path.py``
+compares :func:`predict` with ``predict_graph`` directly.
+
 CHGNet's forward pass is memory-hungry (on CPU about 0.15 MB per directed edge of the
 atom graph with forces and stress: 100 MPtrj frames in one pass exceeded 23 GB), so one
 call's graphs go through the model in as few passes as fit
@@ -20,7 +31,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from ase.stress import full_3x3_to_voigt_6_stress
+from chgnet.graph import CrystalGraph
 from chgnet.model import CHGNet
+from chgnet.model.model import BatchedGraph
 from pymatgen.core import Lattice, Structure
 
 from umlip_chgnet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
@@ -45,11 +58,46 @@ logger = logging.getLogger(__name__)
 GPA_PER_EV_PER_A3 = 160.21766208
 
 
-def _task(properties: Sequence[Property]) -> str:
-    """CHGNet's prediction task for the requested properties ("e", "ef" or "efs")."""
-    if Property.STRESS in properties:
-        return "efs"
-    return "ef" if Property.FORCES in properties else "e"
+def predict(
+    model: CHGNet, graphs: Sequence[CrystalGraph], *, forces: bool, stress: bool
+) -> list[dict[str, np.ndarray]]:
+    """``model.predict_graph(graphs, task="e"/"ef"/"efs")`` in one pass, for inference.
+
+    Same output as chgnet's: per graph "e" (eV/atom if ``model.is_intensive``, else eV),
+    and as asked "f" (eV/Å) and "s" (3x3, GPa, signed volume), but one plain backward
+    pass for forces and stress together instead of two double-backward-ready ones.
+    Expects ``model`` in eval mode.
+    """
+    device = next(model.parameters()).device
+    graphs = [g.to(device) for g in graphs]
+    with torch.no_grad():  # the composition model does not depend on the geometry
+        composition = 0 if model.composition_model is None else model.composition_model(graphs)
+    with torch.set_grad_enabled(forces or stress):
+        batched = BatchedGraph.from_graphs(
+            graphs,
+            bond_basis_expansion=model.bond_basis_expansion,
+            angle_basis_expansion=model.angle_basis_expansion,
+            compute_stress=stress,
+        )
+        prediction = model._compute(batched, compute_force=False, compute_stress=False)
+    energy = prediction["e"]  # divided in place by the atoms per graph when intensive
+    inputs = [*(batched.atom_positions if forces else ()), *(batched.strains if stress else ())]
+    gradients: Sequence[torch.Tensor] = ()
+    if inputs:
+        # Seeding the backward pass with the atom counts differentiates the total energy.
+        seed = prediction["atoms_per_graph"] if model.is_intensive else torch.ones_like(energy)
+        gradients = torch.autograd.grad(energy, inputs, grad_outputs=seed.to(energy.dtype))
+    outputs = [{"e": e} for e in (energy.detach() + composition).cpu().numpy()]
+    if forces:
+        for output, gradient in zip(outputs, gradients[: len(graphs)], strict=True):
+            output["f"] = (-gradient).cpu().numpy()
+    if stress:
+        strain_gradients = gradients[len(inputs) - len(graphs) :]
+        for output, gradient, volume in zip(
+            outputs, strain_gradients, batched.volumes, strict=True
+        ):
+            output["s"] = (gradient * (1 / volume * GPA_PER_EV_PER_A3)).cpu().numpy()
+    return outputs
 
 
 class CHGNetPotential(Potential):
@@ -110,11 +158,12 @@ class CHGNetPotential(Potential):
                 continue
             owners.append(index)
         for chunk in chunk_by_budget([len(g.atom_graph) for g in graphs], self.max_edges_per_pass):
-            predictions = self._model.predict_graph(
-                [graphs[i] for i in chunk], task=_task(properties), batch_size=len(chunk)
+            predictions = predict(
+                self._model,
+                [graphs[i] for i in chunk],
+                forces=Property.FORCES in properties,
+                stress=Property.STRESS in properties,
             )
-            if isinstance(predictions, dict):  # chgnet unwraps a batch of one
-                predictions = [predictions]
             for i, prediction in zip(chunk, predictions, strict=True):
                 results[owners[i]] = self._output(prediction, batch, owners[i], properties)
         return [r if r is not None else _failed("not computed") for r in results]
