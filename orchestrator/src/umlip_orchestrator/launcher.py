@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import tomllib
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from umlip_serve.process import ServiceProcess, ServiceStartError
+from umlip_serve.settings import available_cpus
 
 logger = logging.getLogger("umlip_orchestrator.launcher")
 
@@ -170,13 +172,19 @@ class LocalFleet:
     def start(self) -> dict[str, str]:
         """Sets up and starts every service; returns the endpoints of those that run."""
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        # The services share this machine's CPUs: each gets its share of torch threads
+        # (unless the user or its table sets UMLIP_TORCH_THREADS).
+        share = str(max(1, available_cpus() // max(1, len(self._services))))
         for service in self._services:
+            env = dict(service.env)
+            if "UMLIP_TORCH_THREADS" not in os.environ:
+                env.setdefault("UMLIP_TORCH_THREADS", share)
             try:
                 python = ensure_environment(service)
                 process = ServiceProcess(
                     python=python,
                     module=service.module,
-                    env=service.env,
+                    env=env,
                     log_path=self._log_dir / f"{service.name}.log",
                     start_timeout_s=600,
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -36,7 +37,9 @@ class Settings:
             (UMLIP_GRACE_PERIOD_S).
         max_message_bytes: largest request/response message (UMLIP_MAX_MESSAGE_BYTES).
         max_workers: gRPC handler threads (UMLIP_MAX_WORKERS).
-        torch_threads: intra-op threads for torch-based adapters (UMLIP_TORCH_THREADS).
+        torch_threads: intra-op threads for torch-based adapters (UMLIP_TORCH_THREADS);
+            0 (the default) uses every CPU this process may run on
+            (:func:`available_cpus`: its affinity and cgroup CPU quota).
         log_level: Python logging level name (UMLIP_LOG_LEVEL).
     """
 
@@ -52,7 +55,7 @@ class Settings:
     grace_period_s: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
     max_workers: int = 32
-    torch_threads: int = 1
+    torch_threads: int = 0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -62,9 +65,13 @@ class Settings:
             raise CalculatorSetupError(
                 f"UMLIP_DTYPE must be float32 or float64, got {self.dtype!r}"
             )
-        for name in ("max_batch_atoms", "max_message_bytes", "max_workers", "torch_threads"):
+        for name in ("max_batch_atoms", "max_message_bytes", "max_workers"):
             if getattr(self, name) < 1:
                 raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 1")
+        if self.torch_threads < 0:
+            raise CalculatorSetupError("UMLIP_TORCH_THREADS must be >= 0 (0: every CPU)")
+        if self.torch_threads == 0:
+            object.__setattr__(self, "torch_threads", available_cpus())
         for name in ("batch_wait_ms", "grace_period_s"):
             if getattr(self, name) < 0:
                 raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 0")
@@ -96,6 +103,22 @@ class Settings:
                 ) from error
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota
+    (a container's CPU limit), at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - no affinity API on this platform
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
 
 
 def _parse(type_name: object, raw: str) -> object:
