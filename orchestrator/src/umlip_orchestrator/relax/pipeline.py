@@ -272,31 +272,12 @@ def relax_vectorized(
 ) -> Iterator[tuple[K, RelaxResult]]:
     """Relaxes many structures together, one ``evaluate`` call per optimiser step.
 
-    Same contract as :func:`~umlip_orchestrator.relax.lockstep.relax_in_lockstep`, in
-    the caller's thread and without worker threads: at most ``max_active`` structures
-    are active; each step of all of them is one call of ``evaluate``. A structure that
-    converges, runs out of steps or fails is yielded at once and the next job takes its
-    place. Each structure follows ASE's FIRE run alone on it (on a ``FrechetCellFilter``
-    with ``relax_cell``, optionally with ``FixSymmetry``), to rounding. Jobs are read
-    lazily, as places free up.
-
-    Args:
-        jobs: (key, structure) pairs; keys are returned with the results, structures are
-            copied (the caller's are not modified; their calculators and constraints are
-            ignored).
-        evaluate: evaluates a batch; a :class:`StructureFailed` in its output fails only
-            that structure, an exception it raises stops the whole relaxation.
-        settings: the relaxation settings.
-        max_active: the most structures relaxed (and evaluated) together, >= 1.
-        stats: counters updated in place (evaluate calls, structures per call).
-
-    Returns:
-        An iterator of (key, result) as each structure finishes, in order of completion.
-
-    Raises:
-        ValueError: ``max_active`` is not an int >= 1. While iterating: whatever
-            ``evaluate`` (or iterating ``jobs``) raised; a result list of the wrong
-            length raises ``ValueError``.
+    Same contract, arguments and errors as
+    :func:`~umlip_orchestrator.relax.lockstep.relax_in_lockstep`, in the caller's thread
+    without worker threads: :func:`run_continuously` with one request in flight and one
+    relaxation setting. Each structure follows ASE's FIRE run alone on it (on a
+    ``FrechetCellFilter`` with ``relax_cell``, optionally with ``FixSymmetry``), to
+    rounding; results come in order of completion.
     """
     pairs = iter(jobs)
 
