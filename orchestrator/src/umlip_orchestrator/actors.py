@@ -25,9 +25,15 @@ class ServiceWorker:
     flight, so a service that one orchestrator process cannot saturate gets more.
     """
 
-    def __init__(self, target: str, model: str, settings: WorkflowSettings) -> None:
+    def __init__(
+        self,
+        target: str,
+        model: str,
+        settings: WorkflowSettings,
+        unavailable_timeout_s: float = 60.0,
+    ) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        self._client = PotentialClient(target)
+        self._client = PotentialClient(target, unavailable_timeout_s=unavailable_timeout_s)
         self._model = model
         self._settings = settings
 

@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=128,
         help="structures computed at once per actor (within the service's atom budget)",
     )
+    run.add_argument(
+        "--unavailable-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a call retries a service that does not answer before its task is "
+        "retried (3 times); then its materials are failed rows and the exit status is 3",
+    )
     run.add_argument("--ray-address", help="join this Ray cluster (default: start a local one)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(

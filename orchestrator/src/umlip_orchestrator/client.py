@@ -104,7 +104,14 @@ class PotentialClient:
             the name resolves to.
         timeout_s: deadline of each call.
         max_retries: retries on UNAVAILABLE before giving up.
-        backoff_s: first retry delay; doubles each retry, capped at 10 s.
+        backoff_s: first retry delay; doubles each retry, capped at 5 s.
+        unavailable_timeout_s: a call also gives up once the service has been
+            unavailable for this long (from its first UNAVAILABLE answer), so a service
+            that is down costs a bounded time, never the whole ``timeout_s`` per call.
+
+    A call never waits for the channel to become ready (no ``wait_for_ready``): while
+    the service is down every attempt fails at once and is retried after the backoff,
+    and the channel reconnects within about a second once it is back.
     """
 
     def __init__(
@@ -112,22 +119,31 @@ class PotentialClient:
         target: str,
         *,
         timeout_s: float = 300.0,
-        max_retries: int = 8,
+        max_retries: int = 30,
         backoff_s: float = 0.2,
+        unavailable_timeout_s: float = 60.0,
         max_message_bytes: int = 256 * 1024 * 1024,
     ) -> None:
-        if timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
-            raise ValueError("timeout_s must be > 0; max_retries and backoff_s >= 0")
+        if timeout_s <= 0 or max_retries < 0 or backoff_s < 0 or unavailable_timeout_s < 0:
+            raise ValueError(
+                "timeout_s must be > 0; max_retries, backoff_s, unavailable_timeout_s >= 0"
+            )
         self.target = target
         self._timeout_s = timeout_s
         self._max_retries = max_retries
         self._backoff_s = backoff_s
+        self._unavailable_timeout_s = unavailable_timeout_s
         self._channel = grpc.insecure_channel(
             target,
             options=[
                 ("grpc.lb_policy_name", "round_robin"),
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # Reconnect quickly once a restarted service is back (gRPC's default
+                # backoff grows to two minutes).
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         self._stub = pb_grpc.PotentialServiceStub(self._channel)
@@ -151,16 +167,24 @@ class PotentialClient:
 
     def _call(self, method: str, request: object) -> object:
         delay = self._backoff_s
+        down_since: float | None = None
         for attempt in range(self._max_retries + 1):
             try:
                 self.calls += 1
-                return getattr(self._stub, method)(
-                    request, timeout=self._timeout_s, wait_for_ready=attempt > 0
-                )
+                return getattr(self._stub, method)(request, timeout=self._timeout_s)
             except grpc.RpcError as error:
                 code = error.code()  # type: ignore[attr-defined]
                 details = error.details()  # type: ignore[attr-defined]
-                if code is not grpc.StatusCode.UNAVAILABLE or attempt == self._max_retries:
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                down_for = now - down_since
+                if (
+                    code is not grpc.StatusCode.UNAVAILABLE
+                    or attempt == self._max_retries
+                    or down_for + delay > self._unavailable_timeout_s
+                ):
+                    if code is grpc.StatusCode.UNAVAILABLE:
+                        details = f"{details} (unavailable for {down_for:.0f} s, {attempt} retries)"
                     raise ServiceError(self.target, code, details) from None
                 logger.info(
                     "%s unavailable (%s); retry %d in %.1f s",
@@ -170,7 +194,7 @@ class PotentialClient:
                     delay,
                 )
                 time.sleep(delay)
-                delay = min(2 * delay, 10.0)
+                delay = min(2 * delay, 5.0)
         raise AssertionError("unreachable")
 
     def info(self, *, refresh: bool = False) -> ServiceInfo:

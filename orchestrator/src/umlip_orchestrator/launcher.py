@@ -14,8 +14,9 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -151,18 +152,40 @@ def read_endpoints(path: Path) -> dict[str, str]:
     return dict(services)
 
 
+#: How often a fleet checks that its services are alive, s.
+CHECK_INTERVAL_S = 1.0
+
+
 class LocalFleet:
-    """Starts services for the duration of a ``with`` block.
+    """Starts services for the duration of a ``with`` block and keeps them running.
 
     Services whose environment or model cannot be set up are recorded in
-    :attr:`unavailable` with the reason, and the others still start.
+    :attr:`unavailable` with the reason, and the others still start. A service that
+    dies is restarted on the same port (clients keep their address; their retries
+    bridge the gap) by a watchdog thread, unless ``restart`` is False.
+
+    Args:
+        on_restart: called with the service's name after each restart.
     """
 
-    def __init__(self, services: Iterable[LocalService], log_dir: Path) -> None:
-        self._services = list(services)
+    def __init__(
+        self,
+        services: Iterable[LocalService],
+        log_dir: Path,
+        *,
+        restart: bool = True,
+        on_restart: Callable[[str], None] | None = None,
+    ) -> None:
+        self._services = {s.name: s for s in services}
         self._log_dir = log_dir
+        self._restart = restart
+        self._on_restart = on_restart
+        self._env: dict[str, dict[str, str]] = {}
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
         self.processes: dict[str, ServiceProcess] = {}
         self.unavailable: dict[str, str] = {}
+        self.restarts: dict[str, int] = {}
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -175,29 +198,62 @@ class LocalFleet:
         # The services share this machine's CPUs: each gets its share of torch threads
         # (unless the user or its table sets UMLIP_TORCH_THREADS).
         share = str(max(1, available_cpus() // max(1, len(self._services))))
-        for service in self._services:
+        for service in self._services.values():
             env = dict(service.env)
             if "UMLIP_TORCH_THREADS" not in os.environ:
                 env.setdefault("UMLIP_TORCH_THREADS", share)
+            self._env[service.name] = env
             try:
                 python = ensure_environment(service)
-                process = ServiceProcess(
-                    python=python,
-                    module=service.module,
-                    env=env,
-                    log_path=self._log_dir / f"{service.name}.log",
-                    start_timeout_s=600,
-                )
-                process.start()
+                process = self._process(service, python, env).start()
             except (LauncherError, ServiceStartError) as error:
                 self.unavailable[service.name] = _first_line_of_cause(str(error))
                 logger.info("%s not started: %s", service.name, error)
                 continue
             self.processes[service.name] = process
+        if self._restart and self.processes:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="fleet-watchdog", daemon=True
+            )
+            self._watchdog.start()
         return self.endpoints
 
+    def _process(
+        self, service: LocalService, python: Path, env: Mapping[str, str]
+    ) -> ServiceProcess:
+        return ServiceProcess(
+            python=python,
+            module=service.module,
+            env=env,
+            log_path=self._log_dir / f"{service.name}.log",
+            start_timeout_s=600,
+        )
+
+    def _watch(self) -> None:
+        """Restarts, on the same port, every service whose process has exited."""
+        while not self._stopping.wait(CHECK_INTERVAL_S):
+            for name, process in list(self.processes.items()):
+                code = process.returncode_if_exited()
+                if code is None or self._stopping.is_set():
+                    continue
+                logger.warning("%s died (exit %s); restarting on port %d", name, code, process.port)
+                service = self._services[name]
+                env = {**self._env[name], "UMLIP_PORT": str(process.port)}
+                try:
+                    self.processes[name] = self._process(service, service.python, env).start()
+                except ServiceStartError as error:
+                    logger.error("restart of %s failed: %s", name, error)
+                    continue  # tried again at the next check
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                if self._on_restart:
+                    self._on_restart(name)
+
     def stop(self) -> None:
-        """Stops every started service gracefully."""
+        """Stops the watchdog, then every started service gracefully."""
+        self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
+            self._watchdog = None
         for process in self.processes.values():
             process.stop()
         self.processes.clear()

@@ -54,6 +54,10 @@ class RunConfig:
         max_in_flight: tasks queued per actor (backpressure).
         max_task_retries: resubmissions of a task's unfinished materials while its
             service is unavailable.
+        unavailable_timeout_s: how long one call keeps retrying a service that does not
+            answer before its task fails (then it is resubmitted, up to
+            ``max_task_retries`` times; after that its materials are failed rows and
+            the other models go on).
         ray_address: join this Ray cluster; None starts a local one.
     """
 
@@ -66,6 +70,7 @@ class RunConfig:
     group_size: int = 256
     max_in_flight: int = 2
     max_task_retries: int = 3
+    unavailable_timeout_s: float = 60.0
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
@@ -78,6 +83,10 @@ class RunConfig:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.unavailable_timeout_s < 0:
+            raise ValueError(
+                f"unavailable_timeout_s must be >= 0, got {self.unavailable_timeout_s}"
+            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
@@ -91,6 +100,7 @@ class ModelSummary:
     failed: int = 0
     skipped: int = 0
     resumed: int = 0
+    service_failures: int = 0
     seconds: float = 0.0
     unavailable: str | None = None
     actor_nodes: list[str] = field(default_factory=list)
@@ -329,7 +339,7 @@ def _run_on_ray(
         # and its replacement goes to the next node.
         strategy = NodeAffinitySchedulingStrategy(next(placements), soft=False)
         return ServiceWorker.options(scheduling_strategy=strategy).remote(
-            infos[model].target, model, config.workflow
+            infos[model].target, model, config.workflow, config.unavailable_timeout_s
         )
 
     pools = {m: [new_actor(m) for _ in range(config.actors_per_service)] for m in work}
@@ -387,6 +397,7 @@ def _run_on_ray(
         ]
         store.write(rows, [])
         summaries[task.model].failed += len(rows)
+        summaries[task.model].service_failures += len(rows)
         if progress:
             progress(task.model, rows)
 

@@ -28,14 +28,12 @@ from umlip_orchestrator.launcher import (
     with_checkpoints,
     write_endpoints,
 )
-from umlip_serve.process import ServiceProcess, ServiceStartError
 
 logger = logging.getLogger("umlip_orchestrator.supervisor")
 
 ENDPOINTS = "endpoints.json"
 PID_FILE = "supervisor.pid"
 PIDS = "pids.json"
-CHECK_INTERVAL_S = 1.0
 
 
 def supervisor_pid(state_dir: Path) -> int | None:
@@ -106,29 +104,23 @@ def stop_supervisor(state_dir: Path, timeout_s: float = 120.0) -> bool:
 
 
 def supervise(state_dir: Path, services: list[LocalService]) -> int:
-    """The supervisor's main loop (runs in the detached process)."""
+    """The supervisor's main loop (runs in the detached process); its fleet restarts a
+    service that dies on the same port."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     (state_dir / PID_FILE).write_text(str(os.getpid()))
-    fleet = LocalFleet(services, state_dir / "logs")
+    fleet = LocalFleet(
+        services, state_dir / "logs", on_restart=lambda _: _write_pids(state_dir, fleet)
+    )
     fleet.start()
     for name, reason in fleet.unavailable.items():
         logger.error("%s unavailable: %s", name, reason)
     write_endpoints(state_dir / "unavailable.json", fleet.unavailable)
     _write_pids(state_dir, fleet)
     write_endpoints(state_dir / ENDPOINTS, fleet.endpoints)
-    by_name = {s.name: s for s in services}
     try:
-        while not stop.wait(CHECK_INTERVAL_S):
-            for name, process in list(fleet.processes.items()):
-                if process.returncode_if_exited() is None:
-                    continue
-                logger.warning(
-                    "%s died (exit %s); restarting", name, process.returncode_if_exited()
-                )
-                fleet.processes[name] = _restart(by_name[name], process, state_dir)
-                _write_pids(state_dir, fleet)
+        stop.wait()
     finally:
         fleet.stop()
         (state_dir / ENDPOINTS).unlink(missing_ok=True)
@@ -140,22 +132,6 @@ def _write_pids(state_dir: Path, fleet: LocalFleet) -> None:
     """Records each service's process id in ``<state_dir>/pids.json``."""
     pids = {name: str(process.pid) for name, process in fleet.processes.items()}
     write_endpoints(state_dir / PIDS, pids)
-
-
-def _restart(service: LocalService, dead: ServiceProcess, state_dir: Path) -> ServiceProcess:
-    """A new process of ``service`` on the port the dead one had."""
-    replacement = ServiceProcess(
-        python=service.python,
-        module=service.module,
-        env={**service.env, "UMLIP_PORT": str(dead.port)},
-        log_path=state_dir / "logs" / f"{service.name}.log",
-        start_timeout_s=600,
-    )
-    try:
-        return replacement.start()
-    except ServiceStartError as error:
-        logger.error("restart of %s failed: %s", service.name, error)
-        return dead
 
 
 def main(argv: list[str] | None = None) -> int:

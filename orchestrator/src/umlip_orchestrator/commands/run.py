@@ -72,7 +72,17 @@ def run_command(args: argparse.Namespace) -> int:
         if services and args.checkpoint:
             return _fail("--checkpoint applies to locally started services, not to --service")
         if not services and supervisor_pid(args.state_dir) is not None:
-            services = read_endpoints(args.state_dir / ENDPOINTS)
+            up = read_endpoints(args.state_dir / ENDPOINTS)
+            services = up
+            if args.models:
+                wanted = [n.strip() for n in args.models.split(",") if n.strip()]
+                if missing := [n for n in wanted if n not in up]:
+                    return _fail(
+                        f"--models {','.join(missing)} not among the services that are up "
+                        f"({', '.join(up) or 'none'}); run `umlip services down` first, or "
+                        f"`umlip services up --models ...` with them"
+                    )
+                services = {n: up[n] for n in wanted}
             print(f"umlip: using the services that are up: {', '.join(services)}", file=sys.stderr)
         if not services:
             try:
@@ -104,6 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 actors_per_service=args.actors_per_service,
                 group_size=args.group_size,
+                unavailable_timeout_s=args.unavailable_timeout,
                 ray_address=args.ray_address,
             )
         except ValueError as error:
@@ -117,12 +128,36 @@ def run_command(args: argparse.Namespace) -> int:
             )
         except ValueError as error:  # DatasetError, or two services under one model name
             return _fail(str(error))
+        except OSError as error:  # the output cannot be written (read-only, disk full)
+            return _fail(
+                f"cannot write the results in {args.out}: {error}. The rows written before "
+                "are kept; fix the output and run the same command again to resume."
+            )
         finally:
             if bar:
                 bar.close()
     print_summary(summary, launched_skips)
-    failed_services = [s for s in summary.models.values() if s.unavailable]
-    return 1 if len(failed_services) == len(summary.models) else 0
+    return exit_status(summary)
+
+
+#: Exit status of a run some of whose materials failed because a service did not
+#: answer (or a model could not be used at all): the table is partial, a rerun resumes.
+PARTIAL = 3
+
+
+def exit_status(summary: RunSummary) -> int:
+    """0: every model answered; 1: none did; :data:`PARTIAL`: some work was lost to an
+    unavailable service (rerunning the same command computes just that)."""
+    models = list(summary.models.values())
+    if models and all(m.unavailable for m in models):
+        return 1
+    lost = [m for m in models if m.unavailable or m.service_failures]
+    if lost:
+        for m in lost:
+            why = m.unavailable or f"{m.service_failures} materials failed: service unavailable"
+            print(f"umlip run: partial: {m.model}: {why}; rerun to resume", file=sys.stderr)
+        return PARTIAL
+    return 0
 
 
 class _ProgressBar:
