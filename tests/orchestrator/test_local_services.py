@@ -52,6 +52,16 @@ def test_up_status_restart_down(emt_python: Path, tmp_path: Path) -> None:
         assert isinstance(result, Evaluation)
         status = umlip("services", "status", "--state-dir", str(state))
         assert status.returncode == 0 and "SERVING" in status.stdout
+        # `umlip run --models` with services up: a model that is not up is refused.
+        dataset = tmp_path / "cu.extxyz"
+        bulk("Cu", "fcc", a=3.6).write(dataset)
+        run = umlip(
+            "run", "--models", "chgnet", "--dataset", str(dataset),
+            "--out", str(tmp_path / "out"), "--state-dir", str(state), "--no-progress",
+        )  # fmt: skip
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "--models chgnet not among the services that are up (emt)" in run.stderr
+        assert not (tmp_path / "out").exists()
     finally:
         down = umlip("services", "down", "--state-dir", str(state))
     assert down.returncode == 0 and "stopped" in down.stdout
