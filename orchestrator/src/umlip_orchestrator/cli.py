@@ -17,6 +17,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
 import logging
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -204,9 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def protect_local_ray() -> bool:
+    """Makes the Ray cluster this process will start require a fresh random token.
+
+    Ray's own servers listen on every interface whatever the node address, so a local
+    cluster must not be open to whoever reaches the machine. Ray reads its
+    authentication mode when it is imported: this must run first. Does nothing (False)
+    if the user chose a mode (``RAY_AUTH_MODE``) or Ray is already imported.
+    """
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``umlip``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "run" and not args.ray_address:
+        protect_local_ray()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
