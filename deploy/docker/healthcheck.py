@@ -19,6 +19,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from umlip_serve.tls import ClientTls
+from umlip_serve.tls import channel as tls_channel
+
 _WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
 
 
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = args.target or default_target()
     try:
-        with grpc.insecure_channel(target) as channel:
+        with tls_channel(target, ClientTls.from_env()) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )

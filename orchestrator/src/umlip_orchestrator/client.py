@@ -25,12 +25,19 @@ from umlip_serve.ase_bridge import atoms_to_batch
 from umlip_serve.batch import ALL_PROPERTIES, Property, StructureError, StructureOutput
 from umlip_serve.codec import WIRE_TO_PROPERTY, decode_response, encode_batch, encode_properties
 from umlip_serve.provenance import PROVENANCE_KIND
+from umlip_serve.tls import ClientTls
+from umlip_serve.tls import channel as tls_channel
 
 logger = logging.getLogger("umlip_orchestrator.client")
 
 #: Bytes per atom in a request (uint32 number + 3 float64) and per structure (cell, pbc).
 _BYTES_PER_ATOM = 4 + 24
 _BYTES_PER_STRUCTURE = 72 + 16
+
+
+#: How a service that sheds load starts its RESOURCE_EXHAUSTED message; such calls are
+#: retried like UNAVAILABLE ones (a request too large for the service is not).
+SERVER_BUSY = "server busy"
 
 
 class ServiceError(RuntimeError):
@@ -105,11 +112,14 @@ class PotentialClient:
         timeout_s: deadline of each call.
         max_retries: retries on UNAVAILABLE before giving up.
         backoff_s: first retry delay; doubles each retry, capped at 5 s.
+        tls: TLS (and mutual TLS) settings; None reads ``UMLIP_TLS_CA``,
+            ``UMLIP_TLS_CLIENT_CERT`` and ``UMLIP_TLS_CLIENT_KEY`` (none set: plaintext).
         unavailable_timeout_s: a call also gives up once the service has been
             unavailable for this long (from its first UNAVAILABLE answer), so a service
             that is down costs a bounded time, never the whole ``timeout_s`` per call.
 
-    A call never waits for the channel to become ready (no ``wait_for_ready``): while
+    UNAVAILABLE and "server busy" (RESOURCE_EXHAUSTED from a service shedding load) are
+    retried. A call never waits for the channel to become ready (no ``wait_for_ready``): while
     the service is down every attempt fails at once and is retried after the backoff,
     and the channel reconnects within about a second once it is back.
     """
@@ -123,6 +133,7 @@ class PotentialClient:
         backoff_s: float = 0.2,
         unavailable_timeout_s: float = 60.0,
         max_message_bytes: int = 256 * 1024 * 1024,
+        tls: ClientTls | None = None,
     ) -> None:
         if timeout_s <= 0 or max_retries < 0 or backoff_s < 0 or unavailable_timeout_s < 0:
             raise ValueError(
@@ -133,8 +144,10 @@ class PotentialClient:
         self._max_retries = max_retries
         self._backoff_s = backoff_s
         self._unavailable_timeout_s = unavailable_timeout_s
-        self._channel = grpc.insecure_channel(
+        self.tls = ClientTls.from_env() if tls is None else tls
+        self._channel = tls_channel(
             target,
+            self.tls,
             options=[
                 ("grpc.lb_policy_name", "round_robin"),
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -178,8 +191,11 @@ class PotentialClient:
                 now = time.monotonic()
                 down_since = now if down_since is None else down_since
                 down_for = now - down_since
+                busy = code is grpc.StatusCode.RESOURCE_EXHAUSTED and (details or "").startswith(
+                    SERVER_BUSY
+                )
                 if (
-                    code is not grpc.StatusCode.UNAVAILABLE
+                    not (code is grpc.StatusCode.UNAVAILABLE or busy)
                     or attempt == self._max_retries
                     or down_for + delay > self._unavailable_timeout_s
                 ):

@@ -16,6 +16,8 @@ from umlip_orchestrator.supervisor import (
     stop_supervisor,
     supervisor_pid,
 )
+from umlip_serve.tls import ClientTls
+from umlip_serve.tls import channel as tls_channel
 
 
 def select_models(models: str | None) -> list[str]:
@@ -53,7 +55,7 @@ def services_command(args: argparse.Namespace) -> int:
 
 
 def _health(target: str) -> str:
-    with grpc.insecure_channel(target) as channel:
+    with tls_channel(target, ClientTls.from_env()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=3

@@ -14,6 +14,7 @@ from umlip_serve.batch import (
     StructureOutput,
     StructureResult,
     chunk_by_budget,
+    fill_missing,
 )
 from umlip_serve.errors import (
     CalculatorSetupError,
@@ -49,6 +50,7 @@ __all__ = [
     "chunk_by_budget",
     "create_server",
     "file_sha256",
+    "fill_missing",
     "package_versions",
     "serve",
 ]

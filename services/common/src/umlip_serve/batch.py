@@ -157,6 +157,23 @@ class StructureOutput:
 StructureResult = StructureOutput | StructureError
 
 
+def fill_missing(results: Sequence[StructureResult | None]) -> list[StructureResult]:
+    """One result per structure: a slot an adapter left None becomes an in-band error.
+
+    Adapters fill a ``[None] * n_structures`` list; never drop the Nones (that shifts
+    every later result onto the wrong structure).
+    """
+    return [
+        result
+        if result is not None
+        else StructureError(
+            code=StructureErrorCode.CALCULATION_FAILED,
+            message="the model produced no result for this structure",
+        )
+        for result in results
+    ]
+
+
 def chunk_by_budget(sizes: Sequence[int], budget: int) -> list[list[int]]:
     """Consecutive index groups whose sizes sum to at most ``budget``.
 

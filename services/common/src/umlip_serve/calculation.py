@@ -7,21 +7,20 @@ response in request order.
 
 from __future__ import annotations
 
-import numpy as np
-
 from umlip.potential.v1 import potential_service_pb2 as pb
-from umlip_serve.batch import (
-    StructureError,
-    StructureErrorCode,
-    StructureOutput,
-    StructureResult,
-)
-from umlip_serve.batcher import DynamicBatcher
+from umlip_serve.batch import StructureResult
+from umlip_serve.batcher import DynamicBatcher, IsActive
 from umlip_serve.codec import decode_batch, decode_properties, encode_result
-from umlip_serve.errors import InvalidRequestError, ResourceExhaustedError, is_out_of_memory
+from umlip_serve.errors import (
+    CallNotActiveError,
+    InvalidRequestError,
+    ResourceExhaustedError,
+    UmlipError,
+    is_out_of_memory,
+)
 from umlip_serve.potential import ModelInfo, Potential
 from umlip_serve.settings import Settings
-from umlip_serve.validation import check_output, check_structure
+from umlip_serve.validation import check_structure
 
 
 class CalculationEngine:
@@ -32,6 +31,7 @@ class CalculationEngine:
     ) -> None:
         self._potential = potential
         self._supported = frozenset(info.supported_atomic_numbers)
+        self._cutoff = info.cutoff
         self._settings = settings
         self._batcher = batcher
 
@@ -40,12 +40,21 @@ class CalculationEngine:
         """The dynamic batcher (its ``stats`` count merged model calls)."""
         return self._batcher
 
-    def handle(self, request: pb.CalculateRequest) -> pb.CalculateResponse:
+    def handle(
+        self, request: pb.CalculateRequest, is_active: IsActive = lambda: True
+    ) -> pb.CalculateResponse:
         """Computes a request's results, one per structure, in request order.
+
+        Args:
+            request: the decoded message.
+            is_active: False once the caller no longer wants the answer (deadline
+                passed, cancelled): the request then stops before the model runs.
 
         Raises:
             InvalidRequestError: the request is malformed or over the atom limit.
             ResourceExhaustedError: the model ran out of memory on this batch.
+            ServerBusyError: too many atoms are queued already.
+            CallNotActiveError: the call ended before the model ran.
         """
         batch = decode_batch(request.batch)
         limit = self._settings.max_batch_atoms
@@ -58,14 +67,18 @@ class CalculationEngine:
             list(request.properties), self._potential.implemented_properties
         )
         results: list[StructureResult | None] = [
-            check_structure(batch, i, self._supported, self._potential.name)
+            check_structure(batch, i, self._supported, self._potential.name, self._cutoff)
             for i in range(batch.n_structures)
         ]
         valid = [i for i, error in enumerate(results) if error is None]
         if valid:
+            if not is_active():
+                raise CallNotActiveError("the call was cancelled or its deadline passed")
             sub_batch = batch if len(valid) == batch.n_structures else batch.select(valid)
             try:
-                outputs = self._batcher.submit(sub_batch, properties)
+                outputs = self._batcher.submit(sub_batch, properties, is_active)
+            except UmlipError:
+                raise
             except Exception as error:
                 if is_out_of_memory(error):
                     raise ResourceExhaustedError(
@@ -73,21 +86,6 @@ class CalculationEngine:
                         "send fewer atoms per call"
                     ) from error
                 raise
-            if len(outputs) != len(valid):
-                raise RuntimeError(
-                    f"adapter returned {len(outputs)} results for {len(valid)} structures"
-                )
-            for index, output in zip(valid, outputs, strict=True):
-                results[index] = _checked(output, int(batch.atoms_per_structure[index]))
+            for index, output in zip(valid, outputs, strict=True):  # checked by the batcher
+                results[index] = output
         return pb.CalculateResponse(results=[encode_result(r) for r in results if r is not None])
-
-
-def _checked(output: StructureResult, n_atoms: int) -> StructureResult:
-    if isinstance(output, StructureError):
-        return output
-    forces = None if output.forces is None else np.asarray(output.forces, dtype=np.float64)
-    stress = None if output.stress is None else np.asarray(output.stress, dtype=np.float64)
-    problem = check_output(output.energy, forces, stress, n_atoms)
-    if problem is not None:
-        return StructureError(code=StructureErrorCode.CALCULATION_FAILED, message=problem)
-    return StructureOutput(energy=output.energy, forces=forces, stress=stress)

@@ -38,6 +38,27 @@ class ResourceExhaustedError(UmlipError):
     status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class ServerBusyError(UmlipError):
+    """Too much work is queued already (load shedding): retry later or elsewhere."""
+
+    status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class CallNotActiveError(UmlipError):
+    """The call's deadline passed or the client cancelled it before the model ran."""
+
+    status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class AdapterContractError(UmlipError):
+    """The model adapter broke its contract (e.g. returned the wrong number of results).
+
+    A server fault (INTERNAL) whose message is safe and useful to send to the client.
+    """
+
+    status_code = grpc.StatusCode.INTERNAL
+
+
 class CalculatorSetupError(UmlipError):
     """The model could not be loaded (bad checkpoint, missing weights, no network)."""
 
@@ -84,7 +105,7 @@ def public_message(error: BaseException) -> str:
     Unexpected errors (INTERNAL) get a generic message; their traceback goes to the log.
     """
     code = status_code_for(error)
-    if code is grpc.StatusCode.INTERNAL:
+    if code is grpc.StatusCode.INTERNAL and not isinstance(error, AdapterContractError):
         return f"internal error in the potential service ({type(error).__name__}); see server log"
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and not isinstance(error, UmlipError):
         return "the model ran out of memory on this batch; send fewer atoms per call"

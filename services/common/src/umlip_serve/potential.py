@@ -93,7 +93,11 @@ class Potential(abc.ABC):
 
         Returns:
             One :class:`StructureOutput` or :class:`StructureError` per structure, in
-            batch order. Raise only for failures of the whole batch (e.g. out of memory).
+            batch order (fill a ``[None] * n`` list and return ``fill_missing(results)``;
+            never drop entries). Raise only for failures of the whole batch (e.g. out of
+            memory). The harness checks the count (a wrong one fails the request),
+            drops properties not requested and turns missing, misshapen or non-finite
+            values into in-band errors.
         """
 
 

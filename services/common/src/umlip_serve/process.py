@@ -20,19 +20,22 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from umlip_serve.tls import ClientTls
+from umlip_serve.tls import channel as tls_channel
+
 
 class ServiceStartError(RuntimeError):
     """The service process exited or did not become SERVING in time."""
 
 
-def wait_until_serving(target: str, timeout_s: float) -> None:
-    """Polls ``grpc.health.v1`` at ``target`` until SERVING.
+def wait_until_serving(target: str, timeout_s: float, tls: ClientTls | None = None) -> None:
+    """Polls ``grpc.health.v1`` at ``target`` until SERVING (over TLS with ``tls``).
 
     Raises:
         TimeoutError: not SERVING within ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    with tls_channel(target, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -116,7 +119,11 @@ class ServiceProcess:
             if self._process.poll() is not None:
                 raise ServiceStartError(f"{self._module} exited while loading:\n{self.log_tail()}")
             try:
-                wait_until_serving(self.target, min(2.0, max(0.1, deadline - time.monotonic())))
+                wait_until_serving(
+                    self.target,
+                    min(2.0, max(0.1, deadline - time.monotonic())),
+                    ClientTls.from_env({**os.environ, **self._env}),
+                )
                 return self
             except TimeoutError as error:
                 if time.monotonic() > deadline:

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -27,6 +28,7 @@ from umlip_serve.batcher import DynamicBatcher
 from umlip_serve.calculation import CalculationEngine
 from umlip_serve.errors import (
     CalculatorSetupError,
+    InvalidRequestError,
     ModelNotLoadedError,
     UmlipError,
     public_message,
@@ -35,6 +37,7 @@ from umlip_serve.errors import (
 from umlip_serve.potential import ModelInfo, Potential
 from umlip_serve.provenance import resolve_finetuned
 from umlip_serve.settings import Settings
+from umlip_serve.tls import is_loopback, server_credentials
 from umlip_serve.training_data import FineTuneError
 
 logger = logging.getLogger("umlip_serve.server")
@@ -46,11 +49,16 @@ _UNITS = {
     "forces": "eV/Å",
     "stress": "eV/Å^3 (Voigt xx yy zz yz xz xy, tensile positive)",
 }
+_M = TypeVar("_M", bound=Message)
 _DTYPES = {"float32": pb.DTYPE_FLOAT32, "float64": pb.DTYPE_FLOAT64}
 
 
 class PotentialServicer(pb_grpc.PotentialServiceServicer):
-    """Implements the contract; every exception is mapped to a status in ``_guard``."""
+    """Implements the contract; every exception is mapped to a status in ``_guard``.
+
+    Requests arrive as raw bytes (see :func:`add_servicer`) and are parsed inside the
+    handler, so bytes that are not a valid message answer INVALID_ARGUMENT.
+    """
 
     def __init__(self, potential: Potential, settings: Settings) -> None:
         self._potential = potential
@@ -80,14 +88,23 @@ class PotentialServicer(pb_grpc.PotentialServiceServicer):
         return self._info, self._engine
 
     def Calculate(  # noqa: N802 - gRPC method name
-        self, request: pb.CalculateRequest, context: grpc.ServicerContext
+        self, request: pb.CalculateRequest | bytes, context: grpc.ServicerContext
     ) -> pb.CalculateResponse:
-        return _guard(context, lambda: self._ready()[1].handle(request))
+        def handle() -> pb.CalculateResponse:
+            engine = self._ready()[1]
+            message = _parse(pb.CalculateRequest, request)
+            return engine.handle(message, lambda: _is_active(context))
+
+        return _guard(context, handle)
 
     def GetModelInfo(  # noqa: N802 - gRPC method name
-        self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext
+        self, request: pb.GetModelInfoRequest | bytes, context: grpc.ServicerContext
     ) -> pb.GetModelInfoResponse:
-        return _guard(context, lambda: self._describe(self._ready()[0]))
+        def describe() -> pb.GetModelInfoResponse:
+            _parse(pb.GetModelInfoRequest, request)
+            return self._describe(self._ready()[0])
+
+        return _guard(context, describe)
 
     def _describe(self, info: ModelInfo) -> pb.GetModelInfoResponse:
         potential, settings = self._potential, self._settings
@@ -111,6 +128,52 @@ class PotentialServicer(pb_grpc.PotentialServiceServicer):
         )
 
 
+def _parse(message_type: type[_M], request: _M | bytes) -> _M:
+    """The request message from its raw bytes (or the message itself, in-process).
+
+    Raises:
+        InvalidRequestError: the bytes are not a valid ``message_type``.
+    """
+    if not isinstance(request, bytes):
+        return request
+    try:
+        return message_type.FromString(request)
+    except (DecodeError, ValueError, RuntimeError) as error:
+        raise InvalidRequestError(
+            f"request is not a valid {message_type.DESCRIPTOR.full_name} message: {error}"
+        ) from error
+
+
+def _is_active(context: grpc.ServicerContext) -> bool:
+    """Whether the caller still waits for the answer (not cancelled, deadline not passed)."""
+    if not context.is_active():
+        return False
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0
+
+
+def add_servicer(servicer: PotentialServicer, server: grpc.Server) -> None:
+    """Registers the servicer with raw-bytes requests (parsed by the handlers).
+
+    The generated ``add_PotentialServiceServicer_to_server`` parses in gRPC's
+    deserializer, where a parse error can only become INTERNAL.
+    """
+    handlers = {
+        "Calculate": grpc.unary_unary_rpc_method_handler(
+            servicer.Calculate,
+            request_deserializer=None,
+            response_serializer=pb.CalculateResponse.SerializeToString,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo,
+            request_deserializer=None,
+            response_serializer=pb.GetModelInfoResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def _guard(context: grpc.ServicerContext, handler: Callable[[], Any]) -> Any:
     """Runs a handler, turning any exception into a gRPC status (never a traceback)."""
     try:
@@ -132,6 +195,13 @@ def create_server(
     Returns:
         (server, bound port, servicer, health servicer).
     """
+    credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    if credentials is None and not (is_loopback(settings.host) or settings.allow_plaintext):
+        raise CalculatorSetupError(
+            f"refusing plaintext on {settings.host}, which is not loopback: set UMLIP_TLS_CERT "
+            "and UMLIP_TLS_KEY (and UMLIP_TLS_CLIENT_CA for mutual TLS), or "
+            "UMLIP_ALLOW_PLAINTEXT=1 on a private network"
+        )
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -142,7 +212,7 @@ def create_server(
         options=options,
     )
     servicer = PotentialServicer(potential, settings)
-    pb_grpc.add_PotentialServiceServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -150,7 +220,10 @@ def create_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.address)
+    if credentials is None:
+        port = server.add_insecure_port(settings.address)
+    else:
+        port = server.add_secure_port(settings.address, credentials)
     if port == 0:
         raise CalculatorSetupError(f"cannot bind {settings.address}")
     return server, port, servicer, health_servicer
@@ -183,6 +256,7 @@ def load_into(
         max_atoms=settings.max_batch_atoms,
         wait_s=settings.batch_wait_ms / 1000.0,
         enabled=settings.dynamic_batching,
+        max_queued_atoms=settings.max_queued_atoms,
     )
     servicer.attach(info, CalculationEngine(potential, info, settings, batcher))
     for name in ("", SERVICE_NAME):

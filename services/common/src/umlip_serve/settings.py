@@ -31,6 +31,10 @@ class Settings:
             before running a model call (UMLIP_BATCH_WAIT_MS). The default 0 adds no
             latency: calls that queued while the model was busy are merged into the
             next model call; a few ms helps a GPU model under bursty load.
+        max_queued_atoms: most atoms waiting for or in the model at once; a call that
+            would go over is refused with RESOURCE_EXHAUSTED (load shedding; clients
+            retry with backoff). One call alone is always admitted. 0 (the default)
+            means 4 x ``max_batch_atoms`` (UMLIP_MAX_QUEUED_ATOMS).
         dynamic_batching: merge concurrent calls into one model call; "0"/"false" runs
             each call on its own (UMLIP_DYNAMIC_BATCHING).
         grace_period_s: how long in-flight calls may finish after SIGTERM
@@ -41,6 +45,12 @@ class Settings:
             0 (the default) uses every CPU this process may run on
             (:func:`available_cpus`: its affinity and cgroup CPU quota).
         log_level: Python logging level name (UMLIP_LOG_LEVEL).
+        tls_cert, tls_key: the server's TLS certificate chain and key, PEM
+            (UMLIP_TLS_CERT, UMLIP_TLS_KEY); unset: plaintext.
+        tls_client_ca: require client certificates signed by this CA, PEM: mutual TLS
+            (UMLIP_TLS_CLIENT_CA).
+        allow_plaintext: serve plaintext on an address that is not loopback
+            (UMLIP_ALLOW_PLAINTEXT); without it such a service needs TLS.
     """
 
     host: str = "127.0.0.1"
@@ -51,12 +61,17 @@ class Settings:
     checkpoint: str = ""
     max_batch_atoms: int = 20_000
     batch_wait_ms: float = 0.0
+    max_queued_atoms: int = 0
     dynamic_batching: bool = True
     grace_period_s: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
     max_workers: int = 32
     torch_threads: int = 0
     log_level: str = "INFO"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    allow_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -68,6 +83,10 @@ class Settings:
         for name in ("max_batch_atoms", "max_message_bytes", "max_workers"):
             if getattr(self, name) < 1:
                 raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 1")
+        if self.max_queued_atoms < 0:
+            raise CalculatorSetupError("UMLIP_MAX_QUEUED_ATOMS must be >= 0 (0: 4 x batch)")
+        if self.max_queued_atoms == 0:
+            object.__setattr__(self, "max_queued_atoms", 4 * self.max_batch_atoms)
         if self.torch_threads < 0:
             raise CalculatorSetupError("UMLIP_TORCH_THREADS must be >= 0 (0: every CPU)")
         if self.torch_threads == 0:

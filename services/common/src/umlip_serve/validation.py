@@ -1,24 +1,50 @@
-"""Per-structure checks run by the harness before a structure reaches a model.
+"""Per-structure checks the harness runs before and after a structure reaches a model.
 
 A structure failing a check gets an in-band :class:`StructureError`; the rest of its
-batch goes on.
+batch goes on. Before the model (:func:`check_structure`): sane numbers, a cell whose
+neighbour search stays bounded, no overlapping atoms, supported elements. After it
+(:func:`check_results`): one result per structure, only the requested properties, of
+the right shapes and finite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
+import math
+from collections.abc import Sequence, Set
 
 import numpy as np
 from ase.data import chemical_symbols
 from ase.neighborlist import primitive_neighbor_list
 
-from umlip_serve.batch import StructureBatch, StructureError, StructureErrorCode
+from umlip_serve.batch import (
+    Property,
+    StructureBatch,
+    StructureError,
+    StructureErrorCode,
+    StructureOutput,
+    StructureResult,
+)
+from umlip_serve.errors import AdapterContractError
 
 #: Atoms closer than this (Å) make a structure invalid.
 MIN_INTERATOMIC_DISTANCE = 0.1
 #: Periodic cells with |det| below this (Å^3) are singular.
 MIN_CELL_VOLUME = 1e-6
 MAX_ATOMIC_NUMBER = 118
+#: Largest |coordinate| or |cell entry| accepted, Å (1 mm: far beyond any simulation
+#: cell; larger values only lose float64 precision and make meaningless answers).
+MAX_COORDINATE = 1e6
+#: Most atoms per Å^3 in a periodic cell. The densest real solids hold ~0.18 (diamond
+#: 0.176, osmium 0.072); 1.0 leaves room for strong compression while bounding the
+#: neighbours per atom of a model with cutoff rc to 4/3 π rc^3 (~900 at 6 Å).
+MAX_ATOM_DENSITY = 1.0
+#: Most periodic images of the cell within the cutoff, the product over periodic axes
+#: of (2 ceil(rc / h) + 1), h being the cell's height along that axis. A 1-atom cubic
+#: cell of 1 Å needs 13^3 = 2197 at rc = 6 Å; badly skewed (unreduced) or tiny cells
+#: need millions and would make the neighbour search explode.
+MAX_PERIODIC_IMAGES = 100_000
+#: Cutoff assumed for the image bound when the model reports none (0), Å.
+DEFAULT_CUTOFF = 6.0
 
 
 def _invalid(message: str) -> StructureError:
@@ -26,9 +52,21 @@ def _invalid(message: str) -> StructureError:
 
 
 def check_structure(
-    batch: StructureBatch, index: int, supported: Set[int], model_name: str
+    batch: StructureBatch,
+    index: int,
+    supported: Set[int],
+    model_name: str,
+    cutoff: float = 0.0,
 ) -> StructureError | None:
-    """Returns why structure ``index`` cannot be computed, or None if it can."""
+    """Returns why structure ``index`` cannot be computed, or None if it can.
+
+    Args:
+        batch: the decoded request batch.
+        index: which structure.
+        supported: atomic numbers the model handles.
+        model_name: for messages.
+        cutoff: the model's interaction cutoff, Å (0: unknown, :data:`DEFAULT_CUTOFF`).
+    """
     numbers, positions, cell, pbc = batch.structure(index)
     bad_z = numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]
     if bad_z.size:
@@ -37,9 +75,16 @@ def check_structure(
         return _invalid("positions contain NaN or infinite values")
     if not np.all(np.isfinite(cell)):
         return _invalid("cell contains NaN or infinite values")
+    if np.any(np.abs(positions) > MAX_COORDINATE):
+        return _invalid(f"positions exceed {MAX_COORDINATE:.0e} Å in magnitude")
+    if np.any(np.abs(cell) > MAX_COORDINATE):
+        return _invalid(f"cell entries exceed {MAX_COORDINATE:.0e} Å in magnitude")
     volume = abs(float(np.linalg.det(cell)))
     if pbc.any() and volume < MIN_CELL_VOLUME:
         return _invalid(f"periodic cell is singular (volume {volume:.3g} Å^3)")
+    bounded = _check_bounded_work(len(numbers), cell, pbc, volume, cutoff or DEFAULT_CUTOFF)
+    if bounded is not None:
+        return bounded
     unsupported = sorted(set(numbers.tolist()) - set(supported))
     if unsupported:
         names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unsupported)
@@ -52,6 +97,41 @@ def check_structure(
         i, j, distance = closest
         return _invalid(
             f"atoms {i} and {j} are {distance:.3g} Å apart (minimum {MIN_INTERATOMIC_DISTANCE} Å)"
+        )
+    return None
+
+
+def _check_bounded_work(
+    n_atoms: int, cell: np.ndarray, pbc: np.ndarray, volume: float, cutoff: float
+) -> StructureError | None:
+    """Rejects periodic cells whose neighbour search within ``cutoff`` would explode."""
+    if pbc.all():
+        density = n_atoms / volume
+        if density > MAX_ATOM_DENSITY:
+            neighbours = density * 4.0 / 3.0 * math.pi * cutoff**3
+            return _invalid(
+                f"atom density {density:.3g} atoms/Å^3 is above {MAX_ATOM_DENSITY} "
+                f"(~{neighbours:.3g} neighbours per atom within {cutoff:g} Å; "
+                "the densest real solids hold ~0.18 atoms/Å^3)"
+            )
+    if not pbc.any():
+        return None
+    vectors = cell[pbc]
+    gram = vectors @ vectors.T
+    det_all = float(np.linalg.det(gram))
+    images = 1.0
+    for axis in range(len(vectors)):
+        others = np.delete(np.delete(gram, axis, 0), axis, 1)
+        det_others = float(np.linalg.det(others)) if len(others) else 1.0
+        height = math.sqrt(max(det_all, 0.0) / det_others) if det_others > 0 else 0.0
+        if height <= 0.0:
+            return _invalid("periodic cell is singular (a cell height is zero)")
+        images *= 2 * math.ceil(cutoff / height) + 1
+    if images > MAX_PERIODIC_IMAGES:
+        return _invalid(
+            f"cell is too small or too skewed: {images:.3g} periodic images lie within the "
+            f"{cutoff:g} Å cutoff (at most {MAX_PERIODIC_IMAGES}); use a larger or "
+            "reduced cell (e.g. ase.build.niggli_reduce)"
         )
     return None
 
@@ -130,3 +210,60 @@ def check_output(
         if not np.all(np.isfinite(stress)):
             return "model returned non-finite stress"
     return None
+
+
+def check_results(
+    results: Sequence[StructureResult], batch: StructureBatch, properties: Sequence[Property]
+) -> list[StructureResult]:
+    """A model call's results, checked: the one place that guards the adapter contract.
+
+    Returns one result per structure: each output reduced to ``properties`` and turned
+    into an in-band CALCULATION_FAILED error if a requested property is missing, has the
+    wrong shape or is not finite.
+
+    Raises:
+        AdapterContractError: the adapter returned a different number of results than
+            ``batch`` has structures (the results cannot be matched to structures).
+    """
+    if not isinstance(results, Sequence) or len(results) != batch.n_structures:
+        count = len(results) if isinstance(results, Sequence) else type(results).__name__
+        raise AdapterContractError(
+            f"the model adapter returned {count} results for {batch.n_structures} structures"
+        )
+    return [
+        _checked(result, properties, int(n))
+        for result, n in zip(results, batch.atoms_per_structure, strict=True)
+    ]
+
+
+def _failed(message: str) -> StructureError:
+    return StructureError(code=StructureErrorCode.CALCULATION_FAILED, message=message)
+
+
+def _checked(result: object, properties: Sequence[Property], n_atoms: int) -> StructureResult:
+    if isinstance(result, StructureError):
+        return result
+    if not isinstance(result, StructureOutput):
+        return _failed(f"model returned a {type(result).__name__} instead of a result")
+    values = {
+        Property.ENERGY: result.energy,
+        Property.FORCES: result.forces,
+        Property.STRESS: result.stress,
+    }
+    missing = [p.value for p in properties if values[p] is None]
+    if missing:
+        return _failed(f"model returned no {', '.join(missing)}")
+    try:
+        energy = float(result.energy) if Property.ENERGY in properties else None  # type: ignore[arg-type]
+        forces = (
+            np.asarray(result.forces, dtype=np.float64) if Property.FORCES in properties else None
+        )
+        stress = (
+            np.asarray(result.stress, dtype=np.float64) if Property.STRESS in properties else None
+        )
+    except (TypeError, ValueError) as error:
+        return _failed(f"model returned a non-numeric value: {error}")
+    problem = check_output(energy, forces, stress, n_atoms)
+    if problem is not None:
+        return _failed(problem)
+    return StructureOutput(energy=energy, forces=forces, stress=stress)

@@ -30,6 +30,7 @@ from umlip_serve import (
     StructureResult,
     batch_to_atoms,
     file_sha256,
+    fill_missing,
     package_versions,
 )
 
@@ -110,7 +111,7 @@ class MACEPotential(Potential):
             outputs = self._forward(graphs, properties)
             for row, output in zip(rows, outputs, strict=True):
                 results[row] = output
-        return [r for r in results if r is not None]
+        return fill_missing(results)
 
     def _forward(
         self, graphs: list[mace_data.AtomicData], properties: Sequence[Property]

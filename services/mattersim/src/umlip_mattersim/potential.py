@@ -33,6 +33,7 @@ from umlip_serve import (
     StructureResult,
     batch_to_atoms,
     file_sha256,
+    fill_missing,
     package_versions,
 )
 
@@ -95,7 +96,7 @@ class MatterSimPotential(Potential):
         if structures:
             for row, output in zip(rows, self._predict(structures, properties), strict=True):
                 results[row] = output
-        return [r for r in results if r is not None]
+        return fill_missing(results)
 
     def _predict(
         self, structures: list[Atoms], properties: Sequence[Property]

@@ -34,6 +34,7 @@ from umlip_serve import (
     batch_to_atoms,
     chunk_by_budget,
     file_sha256,
+    fill_missing,
     package_versions,
 )
 from umlip_sevennet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
@@ -119,7 +120,7 @@ class SevenNetPotential(Potential):
                     else None,
                     stress=stresses[k] if Property.STRESS in properties else None,
                 )
-        return [r for r in results if r is not None]  # every structure has its result
+        return fill_missing(results)
 
     @property
     def _device(self) -> torch.device:
