@@ -169,3 +169,21 @@ def test_raw_files_without_docker_compose() -> None:
         assert raw["services"]["benchmark"]["depends_on"][name] == {"condition": "service_healthy"}
     for name in ("gpu.yml", "cpu.yml", "e2e.yml"):
         assert yaml.safe_load((COMPOSE / name).read_text())["version"] == "2.4"
+
+
+def test_tls_override_gives_every_service_mutual_tls(tmp_path: Path) -> None:
+    config = render("docker-compose.yml", "cpu.yml", "tls.yml", UMLIP_TLS_DIR=str(tmp_path))
+    services = config["services"]
+    for name in ("chgnet", "mace", "mattersim", "sevennet"):
+        env = services[name]["environment"]
+        assert env["UMLIP_TLS_CERT"] == "/etc/umlip/tls/server.pem", name
+        assert env["UMLIP_TLS_KEY"] == "/etc/umlip/tls/server.key", name
+        assert env["UMLIP_TLS_CLIENT_CA"] == "/etc/umlip/tls/ca.pem", name
+        assert env["UMLIP_TLS_CLIENT_CERT"] == "/etc/umlip/tls/client.pem", name  # probe
+        assert env["UMLIP_HOST"] == "127.0.0.1" and env["UMLIP_PORT"], name  # base kept
+        mounts = [str(v) for v in services[name]["volumes"]]
+        assert any(str(tmp_path) in m and "/etc/umlip/tls" in m for m in mounts), mounts
+        assert any("/checkpoints" in m for m in mounts), mounts  # base mounts kept
+    client = services["benchmark"]["environment"]
+    assert client["UMLIP_TLS_CA"] == "/etc/umlip/tls/ca.pem"
+    assert "UMLIP_TLS_CERT" not in client

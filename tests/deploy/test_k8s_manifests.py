@@ -82,10 +82,13 @@ def rayjob(docs: list[Doc]) -> Doc:
 
 
 def pod_templates(job: Doc) -> list[Doc]:
+    """The head's, the workers' and the job submitter's pod templates."""
     cluster = job["spec"]["rayClusterSpec"]
-    return [cluster["headGroupSpec"]["template"]] + [
-        group["template"] for group in cluster.get("workerGroupSpecs", [])
-    ]
+    return (
+        [cluster["headGroupSpec"]["template"]]
+        + [group["template"] for group in cluster.get("workerGroupSpecs", [])]
+        + [job["spec"]["submitterPodTemplate"]]
+    )
 
 
 def test_renders_the_expected_resources(rendered: list[Doc]) -> None:
@@ -94,6 +97,7 @@ def test_renders_the_expected_resources(rendered: list[Doc]) -> None:
         "ConfigMap",
         "Deployment",
         "Namespace",
+        "NetworkPolicy",
         "PersistentVolumeClaim",
         "RayJob",
         "Service",
@@ -107,7 +111,7 @@ def test_renders_the_expected_resources(rendered: list[Doc]) -> None:
 @pytest.mark.parametrize("version", [OLDEST_VERSION, "latest"])
 def test_builtin_kinds_match_the_kubernetes_schemas(rendered: list[Doc], version: str) -> None:
     version = kubernetes_validate.latest_version() if version == "latest" else version
-    builtin = [doc for doc in rendered if "." not in doc["apiVersion"].split("/")[0]]
+    builtin = [doc for doc in rendered if not doc["apiVersion"].startswith("ray.io/")]
     assert len(builtin) == len(rendered) - 1  # all but the RayJob
     for doc in builtin:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -213,3 +217,30 @@ def test_rayjob_reads_the_endpoint_list_and_writes_to_the_results_claim(
     named(rendered, "PersistentVolumeClaim", claim)
     for template in pod_templates(job):
         assert template["spec"]["containers"][0]["image"].startswith("umlip/orchestrator:")
+
+
+def test_only_pods_of_the_namespace_reach_services_and_ray(rendered: list[Doc]) -> None:
+    (policy,) = of_kind(rendered, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"] == {}  # every pod of the namespace: services and Ray
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == [{"from": [{"podSelector": {}}]}]  # from this namespace only
+
+
+def test_ray_processes_and_the_submitter_use_the_token_secret(rendered: list[Doc]) -> None:
+    for template in pod_templates(rayjob(rendered)):
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", container["name"]
+            secret = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert secret == {"name": "umlip-ray-token", "key": "token"}, container["name"]
+
+
+def test_services_off_loopback_say_plaintext_is_intended(rendered: list[Doc]) -> None:
+    """A service bound to 0.0.0.0 refuses plaintext unless told it is on a private
+    network (the pod network behind the NetworkPolicy)."""
+    for deployment in model_deployments(rendered):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["UMLIP_HOST"] == "0.0.0.0"
+        assert env["UMLIP_ALLOW_PLAINTEXT"] == "1" or "UMLIP_TLS_CERT" in env
