@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -34,7 +35,7 @@ from umlip_serve.errors import (
     public_message,
     status_code_for,
 )
-from umlip_serve.potential import ModelInfo, Potential
+from umlip_serve.potential import ModelInfo, Potential, file_sha256
 from umlip_serve.provenance import resolve_finetuned
 from umlip_serve.settings import Settings
 from umlip_serve.tls import is_loopback, server_credentials
@@ -248,7 +249,13 @@ def load_into(
         raise CalculatorSetupError(str(error)) from error
     if finetuned is not None:
         potential.settings = replace(settings, checkpoint=str(finetuned.path))
+    expected = settings.checkpoint_sha256.strip().lower()
+    checkpoint = Path(potential.settings.checkpoint) if potential.settings.checkpoint else None
+    if expected and checkpoint is not None and checkpoint.is_file():
+        _check_sha256(str(checkpoint), file_sha256(checkpoint), expected, "before loading")
     info = potential.load()
+    if expected:
+        _check_sha256(info.checkpoint_name, info.checkpoint_sha256, expected, "as loaded")
     if finetuned is not None:
         info = replace(info, model_name=finetuned.model_name, provenance=finetuned.provenance_map())
     batcher = DynamicBatcher(
@@ -262,6 +269,15 @@ def load_into(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return batcher
+
+
+def _check_sha256(name: str, actual: str, expected: str, when: str) -> None:
+    """Refuses a checkpoint whose sha256 is not the one the settings require."""
+    if actual.lower() != expected:
+        raise CalculatorSetupError(
+            f"checkpoint {name} has sha256 {actual or '(unknown)'} {when}, but "
+            f"UMLIP_CHECKPOINT_SHA256 requires {expected}; refusing to serve it"
+        )
 
 
 def serve(potential_class: type[Potential], settings: Settings | None = None) -> int:

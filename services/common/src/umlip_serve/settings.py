@@ -49,6 +49,10 @@ class Settings:
             (UMLIP_TLS_CERT, UMLIP_TLS_KEY); unset: plaintext.
         tls_client_ca: require client certificates signed by this CA, PEM: mutual TLS
             (UMLIP_TLS_CLIENT_CA).
+        checkpoint_sha256: the sha256 the checkpoint must have (UMLIP_CHECKPOINT_SHA256):
+            a checkpoint file is hashed and refused before it is loaded (model files are
+            pickles), and the checkpoint the model reports after loading (a pretrained
+            name resolved by the library) must match too; unset: not checked.
         allow_plaintext: serve plaintext on an address that is not loopback
             (UMLIP_ALLOW_PLAINTEXT); without it such a service needs TLS.
     """
@@ -72,6 +76,7 @@ class Settings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     allow_plaintext: bool = False
+    checkpoint_sha256: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
