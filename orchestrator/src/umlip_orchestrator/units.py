@@ -9,8 +9,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-#: 1 eV/Å^3 in GPa (CODATA: e * 1e30 / 1e9).
-EV_PER_A3_TO_GPA: float = 160.21766208
+from umlip_serve.batch import GPA_PER_EV_PER_A3
+
+#: 1 eV/Å^3 in GPa (CODATA: e * 1e30 / 1e9): the harness's one constant, shared with
+#: every adapter.
+EV_PER_A3_TO_GPA: float = GPA_PER_EV_PER_A3
 
 
 def ev_per_a3_to_gpa(value: ArrayLike) -> NDArray[np.float64]:

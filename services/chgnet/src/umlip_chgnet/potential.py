@@ -38,6 +38,7 @@ from pymatgen.core import Lattice, Structure
 
 from umlip_chgnet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 from umlip_serve import (
+    GPA_PER_EV_PER_A3,
     CalculatorSetupError,
     ModelInfo,
     Potential,
@@ -53,9 +54,6 @@ from umlip_serve import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: 1 eV/Å^3 in GPa (SCIENCE.md).
-GPA_PER_EV_PER_A3 = 160.21766208
 
 
 def predict(
@@ -104,6 +102,8 @@ class CHGNetPotential(Potential):
     """CHGNet; outputs in eV, eV/Å and eV/Å^3 (Voigt xx yy zz yz xz xy, tensile > 0)."""
 
     name = "chgnet"
+    #: CHGNet's graphs are built for periodic crystals only (the harness enforces it).
+    requires_full_periodicity = True
     #: Most directed atom-graph edges in one forward pass (a memory bound; a larger
     #: structure runs alone).
     max_edges_per_pass: int = 10_000
@@ -146,10 +146,7 @@ class CHGNetPotential(Potential):
         results: list[StructureResult | None] = [None] * batch.n_structures
         graphs, owners = [], []
         for index in range(batch.n_structures):
-            numbers, positions, cell, pbc = batch.structure(index)
-            if not pbc.all():
-                results[index] = _failed("CHGNet needs a structure periodic in all directions")
-                continue
+            numbers, positions, cell, _ = batch.structure(index)
             structure = Structure(Lattice(cell), numbers, positions, coords_are_cartesian=True)
             try:
                 graphs.append(self._model.graph_converter(structure))

@@ -7,6 +7,7 @@ entrypoint calls :func:`serve`. See ``services/emt`` for the template.
 from umlip_serve.ase_bridge import atoms_to_batch, batch_to_atoms
 from umlip_serve.batch import (
     ALL_PROPERTIES,
+    GPA_PER_EV_PER_A3,
     Property,
     StructureBatch,
     StructureError,
@@ -30,6 +31,7 @@ from umlip_serve.settings import Settings
 
 __all__ = [
     "ALL_PROPERTIES",
+    "GPA_PER_EV_PER_A3",
     "CalculatorSetupError",
     "InvalidRequestError",
     "ModelInfo",

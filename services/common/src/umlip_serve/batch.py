@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+#: 1 eV/Å^3 in GPa (SCIENCE.md): the one conversion adapters use (wire stress is eV/Å^3).
+GPA_PER_EV_PER_A3 = 160.21766208
+
 
 class Property(enum.Enum):
     """A property a potential computes; values are the wire enum's names."""

@@ -8,7 +8,7 @@ response in request order.
 from __future__ import annotations
 
 from umlip.potential.v1 import potential_service_pb2 as pb
-from umlip_serve.batch import StructureResult
+from umlip_serve.batch import Property, StructureResult
 from umlip_serve.batcher import DynamicBatcher, IsActive
 from umlip_serve.codec import decode_batch, decode_properties, encode_result
 from umlip_serve.errors import (
@@ -67,7 +67,15 @@ class CalculationEngine:
             list(request.properties), self._potential.implemented_properties
         )
         results: list[StructureResult | None] = [
-            check_structure(batch, i, self._supported, self._potential.name, self._cutoff)
+            check_structure(
+                batch,
+                i,
+                self._supported,
+                self._potential.name,
+                self._cutoff,
+                stress=Property.STRESS in properties,
+                needs_full_periodicity=self._potential.requires_full_periodicity,
+            )
             for i in range(batch.n_structures)
         ]
         valid = [i for i, error in enumerate(results) if error is None]

@@ -30,6 +30,7 @@ from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve.ase_bridge import atoms_to_batch
 from umlip_serve.batch import (
     ALL_PROPERTIES,
+    Property,
     StructureError,
     StructureErrorCode,
     StructureOutput,
@@ -180,6 +181,25 @@ class ConformanceSuite:
         assert results[1].code is StructureErrorCode.UNSUPPORTED_ELEMENT
         assert "not supported" in results[1].message
         np.testing.assert_allclose(_ok(results[0]).energy, _ok(results[2]).energy)
+
+    def test_non_periodic_structure_rules(self, conformance_target: ConformanceTarget) -> None:
+        """The harness's rule, through the server: stress of a structure that is not
+        periodic in all three directions is an in-band error; energy and forces are
+        computed unless the model declares ``requires_full_periodicity``."""
+        periodic = next(a for a in conformance_target.structures if a.pbc.all())
+        cluster = periodic.copy()
+        cluster.pbc = False
+        cluster.center(vacuum=6.0)
+        good, bad = conformance_target.calculate([periodic, cluster])
+        _ok(good)
+        assert isinstance(bad, StructureError)
+        assert bad.code is StructureErrorCode.INVALID_STRUCTURE
+        assert "periodic in all three directions" in bad.message
+        potential = conformance_target.potential
+        if potential is not None and not potential.requires_full_periodicity:
+            batch = atoms_to_batch([cluster])
+            (output,) = potential.calculate(batch, (Property.ENERGY, Property.FORCES))
+            assert _ok(output).forces.shape == (len(cluster), 3)
 
     def test_forces_are_energy_gradient(self, conformance_target: ConformanceTarget) -> None:
         h = conformance_target.fd_displacement

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from umlip_serve.batch import GPA_PER_EV_PER_A3  # the MAEs of the record are in GPa
 from umlip_serve.provenance import (
     PROVENANCE_FILE,
     PROVENANCE_KIND,
@@ -45,9 +46,6 @@ from umlip_serve.training_data import (
     read_training_file,
     write_training_file,
 )
-
-#: 1 eV/Å^3 in GPa (SCIENCE.md); the MAEs of the record are in GPa.
-GPA_PER_EV_PER_A3 = 160.21766208
 
 __all__ = [
     "GPA_PER_EV_PER_A3",

@@ -57,6 +57,9 @@ def check_structure(
     supported: Set[int],
     model_name: str,
     cutoff: float = 0.0,
+    *,
+    stress: bool = False,
+    needs_full_periodicity: bool = False,
 ) -> StructureError | None:
     """Returns why structure ``index`` cannot be computed, or None if it can.
 
@@ -66,6 +69,8 @@ def check_structure(
         supported: atomic numbers the model handles.
         model_name: for messages.
         cutoff: the model's interaction cutoff, Å (0: unknown, :data:`DEFAULT_CUTOFF`).
+        stress: stress is requested (undefined unless periodic in all directions).
+        needs_full_periodicity: the model computes only fully periodic structures.
     """
     numbers, positions, cell, pbc = batch.structure(index)
     bad_z = numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]
@@ -79,6 +84,13 @@ def check_structure(
         return _invalid(f"positions exceed {MAX_COORDINATE:.0e} Å in magnitude")
     if np.any(np.abs(cell) > MAX_COORDINATE):
         return _invalid(f"cell entries exceed {MAX_COORDINATE:.0e} Å in magnitude")
+    if not pbc.all():
+        if needs_full_periodicity:
+            return _invalid(f"{model_name} needs a structure periodic in all three directions")
+        if stress:
+            return _invalid(
+                "stress is undefined for a structure that is not periodic in all three directions"
+            )
     volume = abs(float(np.linalg.det(cell)))
     if pbc.any() and volume < MIN_CELL_VOLUME:
         return _invalid(f"periodic cell is singular (volume {volume:.3g} Å^3)")

@@ -51,15 +51,6 @@ class EMTPotential(Potential):
         """Evaluates each structure with a fresh EMT calculator."""
         results: list[StructureResult] = []
         for atoms in batch_to_atoms(batch):
-            if Property.STRESS in properties and not atoms.pbc.all():
-                results.append(
-                    StructureError(
-                        code=StructureErrorCode.CALCULATION_FAILED,
-                        message="stress is undefined for a structure that is not periodic "
-                        "in all three directions",
-                    )
-                )
-                continue
             atoms.calc = EMT()
             try:
                 results.append(

@@ -82,18 +82,11 @@ class MACEPotential(Potential):
         self, batch: StructureBatch, properties: Sequence[Property]
     ) -> list[StructureResult]:
         """Builds one graph per structure, then runs them all in one forward pass."""
-        want_stress = Property.STRESS in properties
         results: list[StructureResult | None] = [None] * batch.n_structures
         graphs, rows = [], []
         keyspec = mace_data.KeySpecification(info_keys=_INFO_KEYS, arrays_keys={})
         with torch_tools.default_dtype(self._dtype):
             for index, atoms in enumerate(batch_to_atoms(batch)):
-                if want_stress and not atoms.pbc.all():
-                    results[index] = _failed(
-                        "stress is undefined for a structure that is not periodic "
-                        "in all three directions"
-                    )
-                    continue
                 try:
                     config = mace_data.config_from_atoms(
                         atoms, key_specification=keyspec, head_name=self._head

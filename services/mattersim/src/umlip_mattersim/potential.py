@@ -15,25 +15,23 @@ from collections.abc import Sequence
 import mattersim
 import numpy as np
 import torch
-from ase import Atoms, units
+from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 from mattersim.datasets.utils.build import build_dataloader
 from mattersim.forcefield.potential import Potential as MatterSimModel
 
 from umlip_mattersim.checkpoint import resolve_checkpoint
 from umlip_serve import (
+    GPA_PER_EV_PER_A3,
     CalculatorSetupError,
     ModelInfo,
     Potential,
     Property,
     StructureBatch,
-    StructureError,
-    StructureErrorCode,
     StructureOutput,
     StructureResult,
     batch_to_atoms,
     file_sha256,
-    fill_missing,
     package_versions,
 )
 
@@ -79,24 +77,9 @@ class MatterSimPotential(Potential):
     def calculate(
         self, batch: StructureBatch, properties: Sequence[Property]
     ) -> list[StructureResult]:
-        """Runs the computable structures as one graph batch; the rest fail in-band."""
-        want_stress = Property.STRESS in properties
-        results: list[StructureResult | None] = [None] * batch.n_structures
-        structures: list[Atoms] = []
-        for index, atoms in enumerate(batch_to_atoms(batch)):
-            if want_stress and not atoms.pbc.all():
-                results[index] = StructureError(
-                    code=StructureErrorCode.CALCULATION_FAILED,
-                    message="stress is undefined for a structure that is not periodic "
-                    "in all three directions",
-                )
-            else:
-                structures.append(atoms)
-        rows = [i for i, result in enumerate(results) if result is None]
-        if structures:
-            for row, output in zip(rows, self._predict(structures, properties), strict=True):
-                results[row] = output
-        return fill_missing(results)
+        """Runs the structures (validated by the harness) as one graph batch."""
+        structures = list(batch_to_atoms(batch))
+        return list(self._predict(structures, properties)) if structures else []
 
     def _predict(
         self, structures: list[Atoms], properties: Sequence[Property]
@@ -120,7 +103,9 @@ class MatterSimPotential(Potential):
             StructureOutput(
                 energy=float(energies[i]) if Property.ENERGY in properties else None,
                 forces=np.asarray(forces[i], dtype=np.float64) if want_forces else None,
-                stress=full_3x3_to_voigt_6_stress(np.asarray(stresses[i], np.float64) * units.GPa)
+                stress=full_3x3_to_voigt_6_stress(
+                    np.asarray(stresses[i], np.float64) / GPA_PER_EV_PER_A3
+                )
                 if want_stress
                 else None,
             )

@@ -27,8 +27,6 @@ from umlip_serve import (
     Potential,
     Property,
     StructureBatch,
-    StructureError,
-    StructureErrorCode,
     StructureOutput,
     StructureResult,
     batch_to_atoms,
@@ -92,13 +90,6 @@ class SevenNetPotential(Potential):
         results: list[StructureResult | None] = [None] * batch.n_structures
         graphs, owners = [], []
         for index, atoms in enumerate(batch_to_atoms(batch)):
-            if Property.STRESS in properties and not atoms.pbc.all():
-                results[index] = StructureError(
-                    code=StructureErrorCode.CALCULATION_FAILED,
-                    message="stress is undefined for a structure that is not periodic "
-                    "in all three directions",
-                )
-                continue
             graph = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self._cutoff))
             if self._modal is not None:
                 graph[keys.DATA_MODALITY] = self._modal
