@@ -64,3 +64,42 @@ def test_queue_bound_defaults_to_four_batches_and_is_validated() -> None:
     assert Settings.from_env({"UMLIP_MAX_QUEUED_ATOMS": "7"}).max_queued_atoms == 7
     with pytest.raises(CalculatorSetupError):
         Settings(max_queued_atoms=-1)
+
+
+def test_atoms_far_outside_a_periodic_cell_are_refused_in_band() -> None:
+    """Unwrapped positions are fine within MAX_CELLS_AWAY cells; an atom ~1.5e5 cells out
+    (which hung a CHGNet server in the fuzz test) is an in-band error, found at once."""
+    from ase.build import bulk
+
+    from umlip_serve.ase_bridge import atoms_to_batch
+    from umlip_serve.batch import StructureErrorCode
+    from umlip_serve.validation import MAX_CELLS_AWAY, check_structure
+
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True)
+    near, far = crystal.copy(), crystal.copy()
+    near.positions[1] += 50 * crystal.cell[0]  # 50 cells out: the same crystal
+    far.positions[1, 0] = 9.9e5
+    batch = atoms_to_batch([crystal, near, far])
+    started = time.perf_counter()
+    checks = [check_structure(batch, i, {29}, "test", 6.0) for i in range(3)]
+    assert time.perf_counter() - started < 1.0
+    assert checks[0] is None and checks[1] is None and MAX_CELLS_AWAY >= 50
+    assert checks[2] is not None and checks[2].code is StructureErrorCode.INVALID_STRUCTURE
+    assert "cells outside the periodic cell" in checks[2].message
+
+
+def test_density_bound_admits_compressed_solids_and_refuses_absurd_ones() -> None:
+    from ase.build import bulk
+
+    from umlip_serve.ase_bridge import atoms_to_batch
+    from umlip_serve.validation import MAX_ATOM_DENSITY, check_structure
+
+    diamond = bulk("C", "diamond", a=3.567, cubic=True)  # 0.176 atoms/Å^3, densest solid
+    squeezed = diamond.copy()
+    squeezed.set_cell(diamond.cell[:] * 0.75, scale_atoms=True)  # 0.42 atoms/Å^3
+    absurd = diamond.copy()
+    absurd.set_cell(diamond.cell[:] * 0.6, scale_atoms=True)  # 0.81 atoms/Å^3
+    batch = atoms_to_batch([diamond, squeezed, absurd])
+    checks = [check_structure(batch, i, {6}, "test", 6.0) for i in range(3)]
+    assert checks[0] is None and checks[1] is None
+    assert checks[2] is not None and f"above {MAX_ATOM_DENSITY}" in checks[2].message

@@ -35,9 +35,14 @@ MAX_ATOMIC_NUMBER = 118
 #: cell; larger values only lose float64 precision and make meaningless answers).
 MAX_COORDINATE = 1e6
 #: Most atoms per Å^3 in a periodic cell. The densest real solids hold ~0.18 (diamond
-#: 0.176, osmium 0.072); 1.0 leaves room for strong compression while bounding the
-#: neighbours per atom of a model with cutoff rc to 4/3 π rc^3 (~900 at 6 Å).
-MAX_ATOM_DENSITY = 1.0
+#: 0.176, osmium 0.072); 0.5 leaves room for strong compression while bounding the
+#: neighbours per atom of a model with cutoff rc to 0.5 * 4/3 π rc^3 (~450 at 6 Å; at
+#: 0.69 atoms/Å^3 a 16-atom cell already took CHGNet 8 s on one CPU thread).
+MAX_ATOM_DENSITY = 0.5
+#: Farthest an atom may lie outside its periodic cell, in cells along a periodic axis.
+#: Unwrapped positions are legal, but neighbour searches (CHGNet's) slow down with the
+#: distance: an atom ~1.5e5 cells out hung a CHGNet server for minutes.
+MAX_CELLS_AWAY = 100.0
 #: Most periodic images of the cell within the cutoff, the product over periodic axes
 #: of (2 ceil(rc / h) + 1), h being the cell's height along that axis. A 1-atom cubic
 #: cell of 1 Å needs 13^3 = 2197 at rc = 6 Å; badly skewed (unreduced) or tiny cells
@@ -95,6 +100,8 @@ def check_structure(
     if pbc.any() and volume < MIN_CELL_VOLUME:
         return _invalid(f"periodic cell is singular (volume {volume:.3g} Å^3)")
     bounded = _check_bounded_work(len(numbers), cell, pbc, volume, cutoff or DEFAULT_CUTOFF)
+    if bounded is None and pbc.any():
+        bounded = _check_wrapped(positions, cell, pbc)
     if bounded is not None:
         return bounded
     unsupported = sorted(set(numbers.tolist()) - set(supported))
@@ -109,6 +116,24 @@ def check_structure(
         i, j, distance = closest
         return _invalid(
             f"atoms {i} and {j} are {distance:.3g} Å apart (minimum {MIN_INTERATOMIC_DISTANCE} Å)"
+        )
+    return None
+
+
+def _check_wrapped(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> StructureError | None:
+    """Rejects atoms more than :data:`MAX_CELLS_AWAY` cells outside a periodic cell."""
+    try:
+        scaled = np.linalg.solve(cell.T, positions.T).T
+    except np.linalg.LinAlgError:
+        return None  # a singular cell is reported by the other checks
+    away = np.abs(scaled[:, pbc] - 0.5)
+    if away.size and float(away.max()) > MAX_CELLS_AWAY:
+        atom = int(np.unravel_index(int(np.argmax(away)), away.shape)[0])
+        return _invalid(
+            f"atom {atom} lies {float(away.max()):.3g} cells outside the periodic cell "
+            f"(at most {MAX_CELLS_AWAY:g}); wrap the positions into the cell (ase: atoms.wrap())"
         )
     return None
 
