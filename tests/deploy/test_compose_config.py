@@ -60,6 +60,7 @@ def check_model_service(service: Config) -> None:
     assert service["environment"]["UMLIP_HOST"] == "127.0.0.1"
     assert service["healthcheck"]["test"][-1] == HEALTH_PROBE
     assert service["stop_grace_period"] == "30s"
+    assert service["restart"] == "on-failure"  # a dead service comes back on its port
 
 
 def test_base_stack_runs_the_models_gated_on_health() -> None:
