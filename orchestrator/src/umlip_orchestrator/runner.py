@@ -356,7 +356,6 @@ def _run_on_ray(
     def submit(task: _Task) -> None:
         actor = min(range(config.actors_per_service), key=lambda a: load[task.model][a])
         task.actor = actor
-        task.received = set()
         load[task.model][actor] += 1
         handle = pools[task.model][actor]
         generator = handle.run.options(num_returns="streaming").remote(task.materials)

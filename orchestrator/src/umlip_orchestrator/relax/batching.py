@@ -17,11 +17,29 @@ from typing import Any, ClassVar
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from numpy.typing import NDArray
 
 from umlip_orchestrator.evaluation import Evaluation, StructureFailed
 
 #: What a calculator asks for: a structure in, its evaluation (or failure) out.
 Request = Callable[[Atoms], Evaluation | StructureFailed]
+
+
+def checked_arrays(
+    outcome: Evaluation, n_atoms: int
+) -> tuple[float, NDArray[np.float64], NDArray[np.float64]]:
+    """(energy, forces, stress) of an evaluation of ``n_atoms`` atoms, as float64.
+
+    Raises:
+        ValueError: forces or stress have the wrong shape (or do not convert).
+    """
+    forces = np.array(outcome.forces, dtype=np.float64)
+    stress = np.array(outcome.stress, dtype=np.float64)
+    if forces.shape != (n_atoms, 3):
+        raise ValueError(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
+    if stress.shape != (6,):
+        raise ValueError(f"stress has shape {stress.shape}, expected (6,) Voigt")
+    return float(outcome.energy), forces, stress
 
 
 class RelaxationAborted(BaseException):
@@ -85,18 +103,10 @@ class EvaluationCalculator(Calculator):
         outcome = self._request(structure)
         if isinstance(outcome, StructureFailed):
             raise outcome
-        n_atoms = len(structure)
-        forces = np.array(outcome.forces, dtype=np.float64)
-        stress = np.array(outcome.stress, dtype=np.float64)
-        if forces.shape != (n_atoms, 3):
-            raise ValueError(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
-        if stress.shape != (6,):
-            raise ValueError(f"stress has shape {stress.shape}, expected (6,) Voigt")
-        self.results = {"energy": float(outcome.energy), "forces": forces, "stress": stress}
+        energy, forces, stress = checked_arrays(outcome, len(structure))
+        self.results = {"energy": energy, "forces": forces, "stress": stress}
         self.last_atoms = structure
-        self.last_evaluation = Evaluation(
-            energy=float(outcome.energy), forces=forces.copy(), stress=stress.copy()
-        )
+        self.last_evaluation = Evaluation(energy=energy, forces=forces.copy(), stress=stress.copy())
 
 
 class LockstepBarrier:

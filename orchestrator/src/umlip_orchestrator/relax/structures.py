@@ -10,7 +10,7 @@ from ase.cell import Cell
 from numpy.typing import NDArray
 
 from umlip_orchestrator.evaluation import Evaluation, StructureFailed
-from umlip_orchestrator.relax.batching import plain_copy
+from umlip_orchestrator.relax.batching import checked_arrays, plain_copy
 from umlip_orchestrator.relax.settings import RelaxResult, RelaxSettings
 from umlip_orchestrator.relax.symmetry import SymmetryProjection, refine_symmetry
 
@@ -107,16 +107,9 @@ def parse_outcome(
     if isinstance(outcome, StructureFailed):
         return f"{outcome.code}: {outcome}", None
     try:
-        forces = np.array(outcome.forces, dtype=np.float64)
-        stress = np.array(outcome.stress, dtype=np.float64)
-        if forces.shape != (n_atoms, 3):
-            raise ValueError(f"forces have shape {forces.shape}, expected ({n_atoms}, 3)")
-        if stress.shape != (6,):
-            raise ValueError(f"stress has shape {stress.shape}, expected (6,) Voigt")
-        energy = float(outcome.energy)
+        return None, checked_arrays(outcome, n_atoms)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}", None
-    return None, (energy, forces, stress)
 
 
 def failure_result(structure: Structure[K], steps: int, error: str) -> RelaxResult:
