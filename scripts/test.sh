@@ -14,6 +14,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   stage "installing chromium (the report test renders the HTML page)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  stage "installing openssl (the TLS tests make their certificates with it)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 stage "container tools (docker.io, docker-compose, debootstrap; the compose tests need them)"
 scripts/container-e2e.sh --tools-only
 services=()
