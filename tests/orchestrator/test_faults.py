@@ -6,7 +6,8 @@
   the task retries, its remaining materials are failed rows, the exit status is 3
   (partial), and a rerun once it is back resumes them.
 - A Ray worker (the service's actor) is killed midway: the run finishes, complete.
-- An output that cannot be written is a clear message, not a traceback.
+- An output that cannot be written (read-only; a disk that fills up midway) is a clear
+  message, not a traceback, and the same command resumes once there is space.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import ase.io
@@ -195,3 +197,52 @@ def test_unwritable_output_is_a_clear_error(
     )  # fmt: skip
     assert code == 2, output
     assert "cannot write the results" in output and "Traceback" not in output
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted for the test (skipped where mounting is not permitted)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Writes a file on ``disk`` until no space is left; returns it."""
+    filler = disk / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_midway_stops_cleanly_and_the_rerun_completes(
+    emt_service: ServiceProcess, dataset: Path, uninterrupted: Path, small_disk: Path
+) -> None:
+    out = small_disk / "run"
+    args = ("--service", f"emt={emt_service.target}", "--dataset", str(dataset), "--out", str(out))
+    process = start(*args)
+    wait_for_rows(out, process)
+    filler = fill(small_disk)
+    code, output = finish(process)
+    assert code == 2, output
+    assert "cannot write the results" in output and "No space left" in output, output
+    assert "Traceback" not in output
+    filler.unlink()  # space again: the same command resumes
+    code, output = finish(start(*args))
+    assert code == 0, output
+    assert_same_tables(out, uninterrupted)

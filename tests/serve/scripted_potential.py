@@ -41,6 +41,7 @@ class CallLog:
     """What the adapter was asked to compute."""
 
     structures: int = 0
+    largest_call_atoms: int = 0
     tags: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -70,6 +71,7 @@ class ScriptedPotential(Potential):
         tags = [float(batch.structure(i)[1][0, 0]) for i in range(batch.n_structures)]
         with self.log.lock:
             self.log.structures += batch.n_structures
+            self.log.largest_call_atoms = max(self.log.largest_call_atoms, batch.n_atoms)
             self.log.tags.extend(tags)
         if FAIL in batch.atomic_numbers:
             raise RuntimeError("scripted failure")
@@ -88,10 +90,11 @@ class ScriptedPotential(Potential):
 
 @contextmanager
 def scripted_server(
-    settings: Settings, delay_s: float = 0.0
+    settings: Settings, delay_s: float = 0.0, potential: ScriptedPotential | None = None
 ) -> Iterator[tuple[pb_grpc.PotentialServiceStub, ScriptedPotential, DynamicBatcher, str]]:
-    """A started, loaded server: (stub, adapter, batcher, target)."""
-    potential = ScriptedPotential(settings, delay_s)
+    """A started, loaded server: (stub, adapter, batcher, target); ``potential`` replaces
+    the default :class:`ScriptedPotential` (a subclass declaring other capabilities)."""
+    potential = potential or ScriptedPotential(settings, delay_s)
     server, port, servicer, health_servicer = create_server(potential, settings)
     server.start()
     batcher = load_into(potential, settings, servicer, health_servicer)

@@ -35,9 +35,10 @@ _BYTES_PER_ATOM = 4 + 24
 _BYTES_PER_STRUCTURE = 72 + 16
 
 
-#: How a service that sheds load starts its RESOURCE_EXHAUSTED message; such calls are
-#: retried like UNAVAILABLE ones (a request too large for the service is not).
-SERVER_BUSY = "server busy"
+#: How a service that sheds load starts its RESOURCE_EXHAUSTED messages: "server busy"
+#: (too many atoms queued) or gRPC's own "Concurrent RPC limit exceeded" (too many calls
+#: at once). Such calls are retried like UNAVAILABLE ones (a request too large is not).
+SERVER_BUSY = ("server busy", "Concurrent RPC limit exceeded")
 
 
 class ServiceError(RuntimeError):

@@ -25,7 +25,6 @@ call's graphs go through the model in as few passes as fit
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,8 +51,6 @@ from umlip_serve import (
     file_sha256,
     package_versions,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def predict(
@@ -102,6 +99,7 @@ class CHGNetPotential(Potential):
     """CHGNet; outputs in eV, eV/Å and eV/Å^3 (Voigt xx yy zz yz xz xy, tensile > 0)."""
 
     name = "chgnet"
+    supported_dtypes = ("float32",)
     #: CHGNet's graphs are built for periodic crystals only (the harness enforces it).
     requires_full_periodicity = True
     #: Most directed atom-graph edges in one forward pass (a memory bound; a larger
@@ -113,6 +111,7 @@ class CHGNetPotential(Potential):
         torch.set_num_threads(self.settings.torch_threads)
         checkpoint = self.settings.checkpoint or DEFAULT_CHECKPOINT
         name, path, pretrained = resolve_checkpoint(checkpoint)
+        self.check_checkpoint(path)
         try:
             if pretrained:  # upstream's loader applies the per-version quirks (mlp_out_bias)
                 model = CHGNet.load(model_name=name, use_device="cpu", verbose=False)
@@ -122,10 +121,6 @@ class CHGNetPotential(Potential):
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
             raise CalculatorSetupError(f"cannot load CHGNet from {path}: {error}") from error
         self._model.graph_converter.set_isolated_atom_response("error")
-        if self.settings.dtype != "float32":
-            logger.warning(
-                "CHGNet runs in float32 only; UMLIP_DTYPE=%s ignored", self.settings.dtype
-            )
         versions = package_versions("chgnet", "torch", "pymatgen", "numpy")
         n_elements = self._model.atom_embedding.embedding.num_embeddings
         return ModelInfo(

@@ -13,12 +13,18 @@ import abc
 import hashlib
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
 
 from umlip_serve.batch import ALL_PROPERTIES, Property, StructureBatch, StructureResult
+from umlip_serve.checkpoint_scan import (
+    TENSOR_CHECKPOINT_GLOBALS,
+    checkpoint_globals,
+    disallowed_globals,
+)
+from umlip_serve.errors import CalculatorSetupError
 from umlip_serve.settings import Settings
 
 
@@ -73,6 +79,17 @@ class Potential(abc.ABC):
     #: asked (the harness fails other structures in-band before the model sees them).
     #: Stress needs it for every model; the harness enforces that too.
     requires_full_periodicity: ClassVar[bool] = False
+    #: Precisions the model runs in, preferred first. The harness runs it in
+    #: ``UMLIP_DTYPE`` if set (refusing to start on one not listed), else in the first.
+    supported_dtypes: ClassVar[tuple[str, ...]] = ("float64", "float32")
+    #: Most atoms one forward pass may hold (e.g. a model whose memory per pass is
+    #: bounded); None: only ``UMLIP_MAX_BATCH_ATOMS`` bounds it. The harness serves the
+    #: smaller of the two, reports it in GetModelInfo and splits merged calls by it.
+    max_atoms_per_pass: ClassVar[int | None] = None
+    #: Globals a checkpoint file of this model may import when unpickled: exact
+    #: ``module.name`` entries, or prefixes ending in ".". The harness scans a checkpoint
+    #: file before the adapter loads it (:meth:`check_checkpoint`) and refuses others.
+    checkpoint_globals: ClassVar[tuple[str, ...]] = TENSOR_CHECKPOINT_GLOBALS
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -103,6 +120,67 @@ class Potential(abc.ABC):
             drops properties not requested and turns missing, misshapen or non-finite
             values into in-band errors.
         """
+
+    def check_checkpoint(self, path: str | Path) -> None:
+        """Refuses a checkpoint file before it is unpickled, unless it is trusted.
+
+        The harness calls this for a checkpoint file named in the settings; adapters call
+        it for a file they resolve themselves (a cached download) before loading it.
+        With ``UMLIP_CHECKPOINT_SHA256`` set, the file must have that hash and is then
+        trusted as pinned; otherwise every global its pickles would import must be in
+        :attr:`checkpoint_globals`.
+
+        Raises:
+            CalculatorSetupError: wrong hash, unreadable file, or a global not allowed.
+        """
+        expected = self.settings.checkpoint_sha256.strip().lower()
+        try:
+            if expected:
+                actual = file_sha256(path)
+                if actual != expected:
+                    raise CalculatorSetupError(
+                        f"checkpoint {path} has sha256 {actual} before loading, but "
+                        f"UMLIP_CHECKPOINT_SHA256 requires {expected}; refusing to serve it"
+                    )
+                return
+            found = checkpoint_globals(path)
+        except OSError as error:
+            raise CalculatorSetupError(f"cannot read checkpoint {path}: {error}") from error
+        refused = disallowed_globals(found, self.checkpoint_globals)
+        if refused:
+            shown = ", ".join(refused[:5]) + (
+                f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+            )
+            raise CalculatorSetupError(
+                f"checkpoint {path} would import {shown} when unpickled, which a {self.name} "
+                "checkpoint never needs; refusing to load it. If you trust this exact file, "
+                "pin it with UMLIP_CHECKPOINT_SHA256=<its sha256>"
+            )
+
+
+def resolve_settings(potential_class: type[Potential], settings: Settings) -> Settings:
+    """``settings`` with the model's declared capabilities applied.
+
+    The precision becomes the model's preferred one when ``UMLIP_DTYPE`` is unset, and
+    the atom budget per model call the smaller of ``UMLIP_MAX_BATCH_ATOMS`` and the
+    class's :attr:`Potential.max_atoms_per_pass`.
+
+    Raises:
+        CalculatorSetupError: ``UMLIP_DTYPE`` names a precision the model cannot run in.
+    """
+    supported = potential_class.supported_dtypes
+    dtype = settings.dtype or supported[0]
+    if dtype not in supported:
+        raise CalculatorSetupError(
+            f"{potential_class.name} runs in {' or '.join(supported)} only, not "
+            f"UMLIP_DTYPE={settings.dtype}; unset it (default {supported[0]}) or set one of those"
+        )
+    max_atoms = settings.max_batch_atoms
+    if potential_class.max_atoms_per_pass is not None:
+        max_atoms = min(max_atoms, potential_class.max_atoms_per_pass)
+    if (dtype, max_atoms) == (settings.dtype, settings.max_batch_atoms):
+        return settings
+    return replace(settings, dtype=dtype, max_batch_atoms=max_atoms)
 
 
 def file_sha256(path: str | Path) -> str:

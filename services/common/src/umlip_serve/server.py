@@ -35,7 +35,7 @@ from umlip_serve.errors import (
     public_message,
     status_code_for,
 )
-from umlip_serve.potential import ModelInfo, Potential, file_sha256
+from umlip_serve.potential import ModelInfo, Potential, resolve_settings
 from umlip_serve.provenance import resolve_finetuned
 from umlip_serve.settings import Settings
 from umlip_serve.tls import is_loopback, server_credentials
@@ -196,6 +196,8 @@ def create_server(
     Returns:
         (server, bound port, servicer, health servicer).
     """
+    settings = resolve_settings(type(potential), settings)
+    potential.settings = settings
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     if credentials is None and not (is_loopback(settings.host) or settings.allow_plaintext):
         raise CalculatorSetupError(
@@ -211,6 +213,7 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="grpc"),
         options=options,
+        maximum_concurrent_rpcs=settings.max_concurrent_calls,
     )
     servicer = PotentialServicer(potential, settings)
     add_servicer(servicer, server)
@@ -243,6 +246,8 @@ def load_into(
     the adapter as a file path, and reported under the record's model name with its
     provenance, so tables and reports keep it apart from the base model.
     """
+    settings = resolve_settings(type(potential), settings)
+    potential.settings = settings
     try:
         finetuned = resolve_finetuned(settings.checkpoint)
     except FineTuneError as error:
@@ -251,8 +256,8 @@ def load_into(
         potential.settings = replace(settings, checkpoint=str(finetuned.path))
     expected = settings.checkpoint_sha256.strip().lower()
     checkpoint = Path(potential.settings.checkpoint) if potential.settings.checkpoint else None
-    if expected and checkpoint is not None and checkpoint.is_file():
-        _check_sha256(str(checkpoint), file_sha256(checkpoint), expected, "before loading")
+    if checkpoint is not None and checkpoint.is_file():
+        potential.check_checkpoint(checkpoint)
     info = potential.load()
     if expected:
         _check_sha256(info.checkpoint_name, info.checkpoint_sha256, expected, "as loaded")
@@ -292,7 +297,11 @@ def serve(potential_class: type[Potential], settings: Settings | None = None) ->
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     potential = potential_class(settings)
-    server, port, servicer, health_servicer = create_server(potential, settings)
+    try:
+        server, port, servicer, health_servicer = create_server(potential, settings)
+    except UmlipError as error:
+        print(f"umlip: cannot serve {potential.name}: {error}", file=sys.stderr)
+        return 2
     server.start()
     logger.info(
         "%s listening on %s:%d (NOT_SERVING until loaded)", potential.name, settings.host, port

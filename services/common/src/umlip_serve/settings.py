@@ -22,7 +22,8 @@ class Settings:
         port: TCP port; 0 picks a free one (UMLIP_PORT).
         port_file: if set, the bound port is written there once serving (UMLIP_PORT_FILE).
         device: "cpu", "cuda", "cuda:1"... passed to the adapter (UMLIP_DEVICE).
-        dtype: "float32" or "float64" (UMLIP_DTYPE).
+        dtype: "float32" or "float64" (UMLIP_DTYPE); "" (the default) runs the model in
+            its preferred precision (the first of ``Potential.supported_dtypes``).
         checkpoint: model name or local checkpoint path; "" = the adapter's default
             (UMLIP_CHECKPOINT).
         max_batch_atoms: most atoms in one Calculate call and in one merged model call
@@ -41,6 +42,9 @@ class Settings:
             (UMLIP_GRACE_PERIOD_S).
         max_message_bytes: largest request/response message (UMLIP_MAX_MESSAGE_BYTES).
         max_workers: gRPC handler threads (UMLIP_MAX_WORKERS).
+        max_concurrent_calls: most calls in progress or waiting for a handler thread; more
+            are refused at once with RESOURCE_EXHAUSTED, which clients retry
+            (UMLIP_MAX_CONCURRENT_CALLS). 0 (the default) means 4 x ``max_workers``.
         torch_threads: intra-op threads for torch-based adapters (UMLIP_TORCH_THREADS);
             0 (the default) uses every CPU this process may run on
             (:func:`available_cpus`: its affinity and cgroup CPU quota).
@@ -61,7 +65,7 @@ class Settings:
     port: int = 50051
     port_file: Path | None = None
     device: str = "cpu"
-    dtype: str = "float64"
+    dtype: str = ""
     checkpoint: str = ""
     max_batch_atoms: int = 20_000
     batch_wait_ms: float = 0.0
@@ -70,6 +74,7 @@ class Settings:
     grace_period_s: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
     max_workers: int = 32
+    max_concurrent_calls: int = 0
     torch_threads: int = 0
     log_level: str = "INFO"
     tls_cert: Path | None = None
@@ -81,15 +86,19 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise CalculatorSetupError(f"UMLIP_PORT must be in 0..65535, got {self.port}")
-        if self.dtype not in ("float32", "float64"):
+        if self.dtype not in ("", "float32", "float64"):
             raise CalculatorSetupError(
-                f"UMLIP_DTYPE must be float32 or float64, got {self.dtype!r}"
+                f"UMLIP_DTYPE must be float32 or float64 (or unset), got {self.dtype!r}"
             )
         for name in ("max_batch_atoms", "max_message_bytes", "max_workers"):
             if getattr(self, name) < 1:
                 raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 1")
         if self.max_queued_atoms < 0:
             raise CalculatorSetupError("UMLIP_MAX_QUEUED_ATOMS must be >= 0 (0: 4 x batch)")
+        if self.max_concurrent_calls < 0:
+            raise CalculatorSetupError("UMLIP_MAX_CONCURRENT_CALLS must be >= 0 (0: 4 x workers)")
+        if self.max_concurrent_calls == 0:
+            object.__setattr__(self, "max_concurrent_calls", 4 * self.max_workers)
         if self.max_queued_atoms == 0:
             object.__setattr__(self, "max_queued_atoms", 4 * self.max_batch_atoms)
         if self.torch_threads < 0:

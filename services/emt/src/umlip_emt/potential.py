@@ -33,6 +33,7 @@ class EMTPotential(Potential):
     """ASE EMT; energies in eV, forces eV/Å, stress eV/Å^3 with ASE's sign already."""
 
     name = "emt"
+    supported_dtypes = ("float64",)
 
     def load(self) -> ModelInfo:
         """Nothing to load: EMT is analytic (checkpoint identity is the ASE version)."""

@@ -52,7 +52,9 @@ from mace.tools import torch_geometric
 from mace.tools.utils import UniversalEncoder, get_cache_dir
 
 from umlip_mace.checkpoint import DEFAULT_MODEL
+from umlip_mace.potential import MACEPotential
 from umlip_serve import file_sha256, package_versions
+from umlip_serve.checkpoint_scan import checkpoint_globals, disallowed_globals
 from umlip_serve.finetune import (
     GPA_PER_EV_PER_A3,
     EpochMetrics,
@@ -171,6 +173,12 @@ def load_model(path: Path) -> torch.nn.Module:
     Raises:
         FineTuneError: the file is unreadable or holds no MACE model.
     """
+    refused = disallowed_globals(checkpoint_globals(path), MACEPotential.checkpoint_globals)
+    if refused:
+        raise FineTuneError(
+            f"{path} would import {', '.join(refused[:5])} when unpickled, which a MACE model "
+            "never needs; refusing to load it"
+        )
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # pickle, zip and torch errors alike

@@ -33,6 +33,7 @@ from umlip_serve import (
     fill_missing,
     package_versions,
 )
+from umlip_serve.checkpoint_scan import TENSOR_CHECKPOINT_GLOBALS
 
 #: Keys MACECalculator reads from ``Atoms.info`` (absent keys are simply unused).
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -46,11 +47,27 @@ class MACEPotential(Potential):
     """MACE; energies in eV, forces eV/Å, stress eV/Å^3 (ASE sign, Voigt xx..xy)."""
 
     name = "mace"
+    #: A MACE model file pickles the whole module: mace's and e3nn's classes, torch.nn
+    #: containers and activations, and torch.fx graph modules (whose pickles carry their
+    #: Python source, compiled on load: only a pinned sha256 makes a file from elsewhere
+    #: fully safe). Anything else (os, subprocess, builtins.eval...) is refused.
+    checkpoint_globals = (
+        *TENSOR_CHECKPOINT_GLOBALS,
+        "mace.",
+        "e3nn.",
+        "torch.nn.modules.",
+        "torch.nn.parameter.",
+        "torch.nn.functional.",
+        "torch.fx.graph_module.reduce_graph_module",
+        "torch.fx.graph_module._forward_from_src",
+        "torch.fx._symbolic_trace.Tracer",
+    )
 
     def load(self) -> ModelInfo:
         """Loads ``settings.checkpoint`` (a MACE-MP name or a model file) on the device."""
         torch.set_num_threads(self.settings.torch_threads)
         checkpoint_name, path = resolve_checkpoint(self.settings.checkpoint)
+        self.check_checkpoint(path)
         self._device = torch.device(self.settings.device)
         try:
             model = torch.load(path, map_location=self._device, weights_only=False)

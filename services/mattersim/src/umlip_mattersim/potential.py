@@ -9,7 +9,6 @@ it is converted to eV/Å^3 and reshaped to Voigt order here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import mattersim
@@ -35,8 +34,6 @@ from umlip_serve import (
     package_versions,
 )
 
-logger = logging.getLogger(__name__)
-
 _VERSIONED = ("mattersim", "torch", "e3nn", "torch-geometric", "pymatgen-core", "ase", "numpy")
 
 
@@ -44,13 +41,13 @@ class MatterSimPotential(Potential):
     """MatterSim; energies in eV, forces eV/Å, stress eV/Å^3 (ASE sign, Voigt xx..xy)."""
 
     name = "mattersim"
+    supported_dtypes = ("float32",)
 
     def load(self) -> ModelInfo:
         """Loads ``settings.checkpoint`` (a pretrained name or a ``.pth`` file)."""
         torch.set_num_threads(self.settings.torch_threads)
         checkpoint_name, path = resolve_checkpoint(self.settings.checkpoint)
-        if self.settings.dtype != "float32":
-            logger.warning("MatterSim runs in float32 only; UMLIP_DTYPE=%s", self.settings.dtype)
+        self.check_checkpoint(path)
         try:
             self._model = MatterSimModel.from_checkpoint(
                 load_path=str(path), device=self.settings.device, load_training_state=False

@@ -10,7 +10,6 @@ fit :attr:`SevenNetPotential.max_edges_per_pass` (about 0.12 MB per edge on CPU)
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,8 +36,6 @@ from umlip_serve import (
 )
 from umlip_sevennet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 
-logger = logging.getLogger(__name__)
-
 #: SevenNet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
 TO_ASE_VOIGT = [0, 1, 2, 4, 5, 3]
 
@@ -47,6 +44,7 @@ class SevenNetPotential(Potential):
     """SevenNet; outputs in eV, eV/Å and eV/Å^3 (Voigt xx yy zz yz xz xy, tensile > 0)."""
 
     name = "sevennet"
+    supported_dtypes = ("float32",)
     #: Most directed edges in one forward pass (a memory bound; a larger structure runs
     #: alone).
     max_edges_per_pass: int = 10_000
@@ -55,6 +53,7 @@ class SevenNetPotential(Potential):
         """Loads a pretrained SevenNet (default 7net-0) or a checkpoint file."""
         torch.set_num_threads(self.settings.torch_threads)
         name, path, self._modal = resolve_checkpoint(self.settings.checkpoint or DEFAULT_CHECKPOINT)
+        self.check_checkpoint(path)
         try:
             checkpoint = util.load_checkpoint(str(path))
             config = checkpoint.config
@@ -67,10 +66,6 @@ class SevenNetPotential(Potential):
         model.set_is_batch_data(True)
         self._model = model.to(self.settings.device).eval()
         self._cutoff = float(config[keys.CUTOFF])
-        if self.settings.dtype != "float32":
-            logger.warning(
-                "SevenNet runs in float32 only; UMLIP_DTYPE=%s ignored", self.settings.dtype
-            )
         versions = package_versions("sevenn", "torch", "e3nn", "torch_geometric", "numpy")
         return ModelInfo(
             model_version=versions["sevenn"],
