@@ -4,7 +4,7 @@ Docker's HEALTHCHECK (and anything else that has only a shell) runs it with the
 service's own environment: it asks the standard ``grpc.health.v1`` service at
 ``UMLIP_HOST:UMLIP_PORT`` (a wildcard host is asked on loopback; with ``UMLIP_PORT=0``
 the port is read from ``UMLIP_PORT_FILE``). Kubernetes uses its built-in gRPC probes
-instead.
+instead, except with mutual TLS (deploy/k8s-tls), which they cannot speak.
 
 Usage: python healthcheck.py [TARGET] [--service NAME] [--timeout SECONDS]
 """
