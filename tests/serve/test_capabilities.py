@@ -125,10 +125,12 @@ def test_calls_over_the_concurrency_limit_are_refused_and_retried_by_the_client(
         assert codes.count(grpc.StatusCode.OK) >= 1
 
         started = time.monotonic()
-        with PotentialClient(target, timeout_s=30) as client:
-            with ThreadPoolExecutor(max_workers=6) as pool:
-                answers = list(
-                    pool.map(lambda tag: client.calculate([copper(tag)], [Property.ENERGY]), range(6))
-                )
+        with (
+            PotentialClient(target, timeout_s=30) as client,
+            ThreadPoolExecutor(max_workers=6) as pool,
+        ):
+            answers = list(
+                pool.map(lambda tag: client.calculate([copper(tag)], [Property.ENERGY]), range(6))
+            )
         assert [answer[0].energy for answer in answers] == [float(t) for t in range(6)]
         assert time.monotonic() - started < 25

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_checkpoint_sha256 import Recorder
 
 from umlip_serve import CalculatorSetupError, Settings
 from umlip_serve.checkpoint_scan import (
@@ -26,7 +27,6 @@ from umlip_serve.checkpoint_scan import (
 )
 from umlip_serve.process import ServiceProcess, ServiceStartError
 from umlip_serve.server import create_server, load_into
-from test_checkpoint_sha256 import Recorder
 
 
 class Payload:
