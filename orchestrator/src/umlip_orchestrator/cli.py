@@ -179,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results_dir", type=Path, help="a run's output directory")
     report.add_argument("--out", type=Path, help="report directory (default RESULTS_DIR/report)")
     _add_reference_flags(report)
+    report.add_argument(
+        "--study",
+        nargs="?",
+        const="shipped",
+        metavar="PATH",
+        help="put the published figures of the study (Gao & Wang 2025) next to ours; "
+        "without PATH the copy shipped with umlip",
+    )
+    report.add_argument(
+        "--allow-mixed-settings",
+        action="store_true",
+        help="report runs with different settings (resumed into one folder) together, "
+        "with a warning at the top, instead of refusing",
+    )
 
     compare = commands.add_parser("compare", help="MAPE and IQR change between two runs")
     compare.add_argument("run_a", type=Path, help="output directory of the first run")

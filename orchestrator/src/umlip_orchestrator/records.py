@@ -42,6 +42,11 @@ class MaterialResult:
     # Elastic tensor, Voigt 6x6 row-major, GPa, and the fit's RMS residuals.
     elastic_tensor_gpa: list[float] | None
     fit_residuals_gpa: list[float] | None
+    # Strain linearity: the tensor from the smallest strains only, and how much each
+    # strained component's column differs from the all-strain fit (elastic.fit).
+    small_strain_tensor_gpa: list[float] | None = None  # 36 numbers, GPa
+    strain_dependence_pct: list[float] | None = None  # 6 numbers, %
+    max_strain_dependence_pct: float | None = None
     # Derived properties (SCIENCE.md section 3).
     k_voigt_gpa: float | None
     k_reuss_gpa: float | None

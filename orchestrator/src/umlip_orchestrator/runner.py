@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -247,20 +248,20 @@ def run_benchmark(
     for name, error in unreachable.items():
         summaries[name].unavailable = error
         logger.error("service %s unavailable, skipped: %s", name, error)
-    store.write_manifest(
-        {
-            "umlip_version": __version__,
-            "started": datetime.now(UTC).isoformat(),
-            "dataset": str(config.dataset),
-            "limit": config.limit,
-            "n_materials": len(materials),
-            "dataset_problems": [f"{p.source}: {p.message}" for p in problems],
-            "workflow": config.workflow.as_dict(),
-            "services": {name: info.as_dict() for name, info in infos.items()},
-            "unavailable_services": unreachable,
-            "ray_address": config.ray_address,
-        }
-    )
+    run_entry = {
+        "run_id": uuid.uuid4().hex,
+        "umlip_version": __version__,
+        "started": datetime.now(UTC).isoformat(),
+        "dataset": str(config.dataset),
+        "limit": config.limit,
+        "n_materials": len(materials),
+        "dataset_problems": [f"{p.source}: {p.message}" for p in problems],
+        "workflow": config.workflow.as_dict(),
+        "services": {name: info.as_dict() for name, info in infos.items()},
+        "unavailable_services": unreachable,
+        "ray_address": config.ray_address,
+    }
+    store.write_manifest(run_entry)
     work: dict[str, list[Material]] = {}
     for name, info in infos.items():
         todo, skipped = [], []
@@ -287,11 +288,16 @@ def run_benchmark(
     if any(work.values()):
         _run_on_ray(config, infos, work, store, summaries, progress, ray_nodes)
     store.compact()
+    wall_time_s = time.monotonic() - started
+    # The same entry again (same run_id), now with its end: reports show the wall time.
+    store.write_manifest(
+        {**run_entry, "finished": datetime.now(UTC).isoformat(), "wall_time_s": wall_time_s}
+    )
     return RunSummary(
         models=summaries,
         dataset_problems=[f"{p.source}: {p.message}" for p in problems],
         out_dir=config.out_dir,
-        wall_time_s=time.monotonic() - started,
+        wall_time_s=wall_time_s,
         ray_nodes=ray_nodes,
     )
 

@@ -65,6 +65,22 @@ FIELD_INFO: dict[str, tuple[str, str]] = {
     "deformations_converged": (_NO_UNIT, "Relaxed-ion mode: deformed cells that converged."),
     "elastic_tensor_gpa": ("GPa", "Elastic tensor, Voigt 6x6 row-major (11 22 33 23 13 12)."),
     "fit_residuals_gpa": ("GPa", "RMS residual of the fit behind each C_ij, 6x6 row-major."),
+    "small_strain_tensor_gpa": (
+        "GPa",
+        "Elastic tensor fitted from the smallest strain magnitude of each component only "
+        "(with the zero-strain point), Voigt 6x6 row-major, symmetrised; null where there "
+        "is no tensor or that subset cannot be fitted.",
+    ),
+    "strain_dependence_pct": (
+        "%",
+        "Strain dependence per strained Voigt component j (xx yy zz yz xz xy), 6 numbers: "
+        "100 ||C_all[:, j] - C_small[:, j]|| / max(||C_all[:, j]||, 1 GPa) over the "
+        "unsymmetrised all-strain and smallest-strain tensors; 0 for a linear response.",
+    ),
+    "max_strain_dependence_pct": (
+        "%",
+        "Largest of strain_dependence_pct; above 10 % a comparison flags the material.",
+    ),
     "k_voigt_gpa": ("GPa", "Voigt bulk modulus."),
     "k_reuss_gpa": ("GPa", "Reuss bulk modulus."),
     "k_vrh_gpa": ("GPa", "Voigt-Reuss-Hill bulk modulus."),

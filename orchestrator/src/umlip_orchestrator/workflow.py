@@ -25,6 +25,7 @@ from umlip_orchestrator.elastic import (
     deformation_set,
     derive_properties,
     fit_elastic_tensor,
+    strain_dependence,
 )
 from umlip_orchestrator.evaluation import BatchEvaluator, Evaluation, StructureFailed
 from umlip_orchestrator.records import DeformationRecord, MaterialResult, Status
@@ -293,6 +294,7 @@ def _outcome(
     failed_cells = len(records) - len(good)
     try:
         fit = fit_elastic_tensor(np.array(strains), np.array(stress_list))
+        linearity = strain_dependence(np.array(strains), np.array(stress_list), fit=fit)
         props = derive_properties(fit.tensor, atoms)
     except ValueError as error:
         reason = (
@@ -306,6 +308,11 @@ def _outcome(
         error=error,
         elastic_tensor_gpa=fit.tensor.reshape(-1).tolist(),
         fit_residuals_gpa=fit.residuals.reshape(-1).tolist(),
+        small_strain_tensor_gpa=linearity.small_tensor.reshape(-1).tolist()
+        if linearity.ok
+        else None,
+        strain_dependence_pct=linearity.dependence_pct.tolist() if linearity.ok else None,
+        max_strain_dependence_pct=linearity.max_dependence_pct if linearity.ok else None,
         **props.as_columns(),  # type: ignore[arg-type]
     )
     return MaterialOutcome(row, records)

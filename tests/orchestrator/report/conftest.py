@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from report_helpers import DE_JONG, N_MATERIALS, NO_VALUES_INDEX, UNSTABLE_INDEX, write_run
+from report_helpers import (
+    DE_JONG,
+    N_MATERIALS,
+    NO_VALUES_INDEX,
+    UNSTABLE_INDEX,
+    manifest_entry,
+    write_run,
+)
 
 from umlip_orchestrator.datasets import Material, load_dataset
 from umlip_orchestrator.tables import ResultStore
@@ -48,7 +55,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, small_materials, small_ref
     """A two-model run over the small reference."""
     out = tmp_path_factory.mktemp("run")
     write_run(out, small_materials, {"alpha": 1.0, "beta": 0.9})
-    ResultStore(out).write_manifest({"run_id": "test", "dataset": str(small_reference)})
+    ResultStore(out).write_manifest(manifest_entry(small_reference, ["alpha", "beta"]))
     return out
 
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from umlip_orchestrator.datasets import Material
 from umlip_orchestrator.elastic import derive_properties
-from umlip_orchestrator.records import MaterialResult
+from umlip_orchestrator.records import DeformationRecord, MaterialResult
 from umlip_orchestrator.tables import ResultStore
+from umlip_orchestrator.workflow import WorkflowSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -80,6 +81,64 @@ def perturbed(tensor: np.ndarray, scale: float, noise: float, seed: int) -> np.n
     return scale * np.asarray(tensor) * factors
 
 
+#: The standard strain magnitudes (normal, shear) of the stress-strain points written.
+NORMAL_STRAINS = (-0.01, -0.005, 0.005, 0.01)
+SHEAR_STRAINS = (-0.06, -0.03, 0.03, 0.06)
+
+
+def stress_points(material_id: str, model: str, tensor: np.ndarray) -> list[DeformationRecord]:
+    """The 24 stress-strain points of a linear material with ``tensor`` (sigma = C eps,
+    Voigt, engineering shear strain), as the workflow writes them."""
+    records = []
+    for component in range(6):
+        for magnitude in NORMAL_STRAINS if component < 3 else SHEAR_STRAINS:
+            voigt = np.zeros(6)
+            voigt[component] = magnitude
+            xx, yy, zz, yz, xz, xy = voigt
+            strain = [xx, xy / 2, xz / 2, xy / 2, yy, yz / 2, xz / 2, yz / 2, zz]
+            records.append(
+                DeformationRecord(
+                    material_id=material_id,
+                    model=model,
+                    index=len(records),
+                    component=component,
+                    magnitude=magnitude,
+                    green_lagrange_strain=[float(v) for v in strain],
+                    stress_gpa=(np.asarray(tensor) @ voigt).tolist(),
+                    converged=True,
+                    error=None,
+                )
+            )
+    return records
+
+
+def manifest_entry(dataset: Path, models: list[str], fmax: float = 0.1) -> dict[str, Any]:
+    """A manifest entry as ``umlip run`` writes it (workflow settings, services)."""
+    workflow = WorkflowSettings().as_dict()
+    workflow["relax"] = {**workflow["relax"], "fmax": fmax}
+    return {
+        "run_id": f"test-{fmax}",
+        "started": "2026-12-01T10:00:00+00:00",
+        "finished": "2026-12-01T10:02:00+00:00",
+        "wall_time_s": 120.0,
+        "dataset": str(dataset),
+        "n_materials": N_MATERIALS,
+        "workflow": workflow,
+        "services": {
+            model: {
+                "model_name": model,
+                "model_version": "1.0",
+                "checkpoint_name": f"{model}-checkpoint-v1",
+                "checkpoint_sha256": f"{index:02d}" * 32,
+                "device": "cpu",
+                "dtype": "float32",
+                "package_versions": {"torch": "2.13.0+cpu", "python": "3.11.7"},
+            }
+            for index, model in enumerate(models)
+        },
+    }
+
+
 def write_run(
     out_dir: Path, materials: list[Material], scales: dict[str, float], noise: float = 0.05
 ) -> Path:
@@ -87,10 +146,11 @@ def write_run(
 
     - model index 1 (second model): material 1 failed, material 2 skipped;
     - every model: material 7 predicted Born-unstable (C44 made negative);
-    - ``manifest.json`` names the reference file as the run's dataset.
+    - every ok row has its 24 stress-strain points (sigma = C eps of its tensor).
     """
     store = ResultStore(out_dir)
     rows = []
+    points = []
     for m_index, (model, scale) in enumerate(scales.items()):
         for i, material in enumerate(materials):
             seconds = 0.5 + 0.1 * i + m_index
@@ -105,6 +165,8 @@ def write_run(
             if m_index == 1 and i in (1, 2):
                 status = "failed" if i == 1 else "skipped"
             rows.append(result_row(material, model, predicted, status=status, seconds=seconds))
-    store.write(rows)
+            if status == "ok":
+                points += stress_points(material.material_id, model, predicted)
+    store.write(rows, points)
     store.compact()
     return out_dir

@@ -27,6 +27,7 @@ FIGURES = [
     *(f"parity_{p.key}" for p in PROPERTIES),
     "violins",
     "relative_errors",
+    "stability_confusion",
     "stability_agreement",
     "timing",
 ]
@@ -69,7 +70,9 @@ def test_report_writes_every_table_and_figure(report_dir) -> None:
         assert heading in summary
     page = (out / "index.html").read_text(encoding="utf-8")
     for stem in FIGURES:
-        assert f'src="figures/{stem}.png"' in page and f'href="figures/{stem}.svg"' in page
+        # Parity plots are inline SVG (hover titles); each figure links its PNG and SVG.
+        assert f'href="figures/{stem}.png"' in page and f'href="figures/{stem}.svg"' in page
+        assert (f'src="figures/{stem}.png"' in page) is not stem.startswith("parity_"), stem
 
 
 def test_report_values_match_an_independent_computation(report_dir, run_dir, small_reference):

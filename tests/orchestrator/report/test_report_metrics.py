@@ -23,9 +23,17 @@ from sklearn.metrics import (
 )
 
 from umlip_orchestrator.report import ReportError
-from umlip_orchestrator.report.analysis import DFT, analyse
+from umlip_orchestrator.report.analysis import (
+    DFT,
+    NEAR_ZERO_PROPERTIES,
+    AverageErrorRow,
+    analyse,
+    average_errors,
+)
 from umlip_orchestrator.report.metrics import (
+    DEFINITIONS,
     agreement,
+    average_over_properties,
     confusion,
     error_stats,
     mean_std,
@@ -56,6 +64,7 @@ def expected_stats(pred: list[Any], ref: list[Any], eps: float) -> dict[str, flo
     out["pearson_r"] = NAN if constant else float(pearsonr(xs, ys).statistic)
     if rel:
         out["mape_pct"] = statistics.fmean(abs(x) for x in rel)
+        out["mdape_pct"] = statistics.median(abs(x) for x in rel)
         out["rel_mean_pct"] = statistics.fmean(rel)
         out["rel_median_pct"] = statistics.median(rel)
         if len(rel) >= 2:
@@ -64,7 +73,8 @@ def expected_stats(pred: list[Any], ref: list[Any], eps: float) -> dict[str, flo
             q1 = q3 = rel[0]
         out |= {"rel_q1_pct": q1, "rel_q3_pct": q3, "rel_iqr_pct": q3 - q1}
     else:
-        for key in ("mape_pct", "rel_mean_pct", "rel_median_pct", "rel_q1_pct", "rel_q3_pct"):
+        for key in ("mape_pct", "mdape_pct", "rel_mean_pct", "rel_median_pct", "rel_q1_pct",
+                    "rel_q3_pct"):  # fmt: skip
             out[key] = NAN
         out["rel_iqr_pct"] = NAN
     return out
@@ -94,9 +104,51 @@ def test_error_stats_with_nan_none_inf_zero_and_negative_references() -> None:
     assert relative_errors_pct([-8.0], [-10.0], 1.0)[0] == pytest.approx(20.0)
 
 
+def test_mape_and_mdape_by_hand_with_small_zero_negative_and_nan_references() -> None:
+    pred = [110.0, 190.0, 5.0, -12.0, 0.7, NAN, 3.0, 40.0, 130.0, None]
+    ref = [100.0, 200.0, 0.0, -10.0, 0.5, 30.0, NAN, 41.0, 100.0, 7.0]
+    # Finite pairs: (110,100) (190,200) (5,0) (-12,-10) (0.7,0.5) (40,41) (130,100).
+    # |ref| < 1 or ref = 0 leaves (5,0) and (0.7,0.5) out; |r| = 10, 5, 20, 100/41, 30.
+    stats = error_stats(pred, ref, epsilon=1.0)
+    assert (stats.n, stats.n_mape, stats.n_small_reference) == (7, 5, 2)
+    assert stats.mape_pct == pytest.approx((10 + 5 + 20 + 100 / 41 + 30) / 5)
+    assert stats.mdape_pct == pytest.approx(10.0)  # sorted: 2.44, 5, 10, 20, 30
+    # An even count: the median is the mean of the two middle values.
+    even = error_stats(pred[:8], ref[:8], epsilon=1.0)
+    assert even.mape_pct == pytest.approx((10 + 5 + 20 + 100 / 41) / 4)
+    assert even.mdape_pct == pytest.approx((5 + 10) / 2)
+    # epsilon 0: the 0.5 reference (|r| = 40) counts, the zero reference never does.
+    zero = error_stats(pred, ref, epsilon=0.0)
+    assert (zero.n_mape, zero.n_small_reference) == (6, 1)
+    assert zero.mape_pct == pytest.approx((10 + 5 + 20 + 100 / 41 + 30 + 40) / 6)
+    assert zero.mdape_pct == pytest.approx((10 + 20) / 2)
+    # One huge |r| from a reference just above epsilon moves MAPE, not MdAPE.
+    near = error_stats([110.0, 90.0, 105.0, 5.0], [100.0, 100.0, 100.0, 0.011], 0.01)
+    assert near.mape_pct == pytest.approx((10 + 10 + 5 + 100 * (5 - 0.011) / 0.011) / 4)
+    assert near.mdape_pct == pytest.approx(10.0)
+    # No pair with |ref| >= epsilon: both undefined.
+    small = error_stats([1.0, 2.0], [0.0, 0.5], 1.0)
+    assert math.isnan(small.mape_pct) and math.isnan(small.mdape_pct)
+
+
+def test_average_over_properties() -> None:
+    assert average_over_properties([10.0, NAN, 30.0, np.inf]) == (20.0, 2)
+    mean, n = average_over_properties([NAN, NAN])
+    assert math.isnan(mean) and n == 0
+
+
+def test_definitions_name_every_statistic_the_page_prints() -> None:
+    assert set(DEFINITIONS) == {
+        "MAPE", "MdAPE", "relative error", "average MAPE (8 properties)",
+        "average MAPE without A_U and C12-C44", "average MdAPE", "Pearson R", "Born stable",
+    }  # fmt: skip
+    assert all(text.strip() and text.endswith(".") for text in DEFINITIONS.values())
+
+
 def test_error_stats_degenerate_inputs() -> None:
     empty = error_stats([], [], 1.0)
     assert empty.n == 0 and math.isnan(empty.mae) and math.isnan(empty.mape_pct)
+    assert math.isnan(empty.mdape_pct)
     one = error_stats([2.0], [1.0], 0.5)
     assert one.n == 1 and math.isnan(one.pearson_r) and one.mape_pct == pytest.approx(100.0)
     assert one.rel_iqr_pct == 0.0
@@ -350,3 +402,86 @@ def test_analyse_reference_without_stability_has_no_stability_rows() -> None:
     analysis = analyse(ROWS, kg_only)
     assert analysis.stability == ()
     assert {r.model_a for r in analysis.agreement} == {"a", "b"}  # model vs model only
+
+
+def test_analyse_pairs_carry_the_stability_calls() -> None:
+    analysis = analyse(ROWS, REFERENCE)
+    pairs = {(p.material_id, p.model, p.property): p for p in analysis.pairs}
+    assert pairs[("m1", "a", "k_vrh")].model_born_stable is True
+    assert pairs[("m3", "a", "k_vrh")].model_born_stable is False
+    assert pairs[("m6", "a", "k_vrh")].model_born_stable is None  # failed: no call
+    assert pairs[("m6", "b", "k_vrh")].model_born_stable is None  # ok, no call
+    # Only DFT-stable materials are in scope, so the DFT call is True (or None: no tensor).
+    assert {p.dft_born_stable for p in analysis.pairs} == {True}
+    kg_only = ReferenceSet(
+        name="kg",
+        rows=(ref_row("m1", stable=None, included=True, k_vrh_gpa=100.0, g_vrh_gpa=50.0),),
+    )
+    assert {p.dft_born_stable for p in analyse(ROWS, kg_only).pairs} == {None}
+
+
+# Averages over properties: three materials, every property known -----------------
+
+_NORMAL = [p for p in PROPERTIES if p.key not in NEAR_ZERO_PROPERTIES]
+_AU, _CP = "universal_anisotropy", "cauchy_pressure_gpa"
+AVERAGE_REFERENCE = ReferenceSet(
+    name="averages",
+    rows=tuple(
+        ref_row(f"m{i}", stable=True, included=True,
+                **{p.column: 100.0 for p in _NORMAL}, **{_AU: au, _CP: cp})
+        for i, (au, cp) in enumerate([(0.02, 1.0), (0.02, -2.0), (0.005, 0.0)])
+    ),
+)  # fmt: skip
+_PREDICTED = [(110.0, 0.2, 11.0), (70.0, 0.03, -4.0), (101.0, 0.5, 3.0)]
+AVERAGE_ROWS = [
+    row(f"m{i}", "a", born_stable=True, **{p.column: normal for p in _NORMAL}, **{_AU: au, _CP: cp})
+    for i, (normal, au, cp) in enumerate(_PREDICTED)
+] + [row("m0", "b", k_vrh_gpa=90.0), row("m1", "b", k_vrh_gpa=120.0)]  # fmt: skip
+
+
+def test_averages_over_properties_by_hand() -> None:
+    analysis = analyse(AVERAGE_ROWS, AVERAGE_REFERENCE)
+    metrics = {(m.model, m.property): m for m in analysis.metrics}
+    # Six properties: |r| = 10, 30, 1 -> MAPE 41/3, MdAPE 10.
+    for p in _NORMAL:
+        assert metrics[("a", p.key)].mape_pct == pytest.approx(41 / 3)
+        assert metrics[("a", p.key)].mdape_pct == pytest.approx(10.0)
+    # A_U: the third reference (0.005) is below epsilon 0.01; |r| = 900, 50.
+    au = metrics[("a", "universal_anisotropy")]
+    assert (au.n, au.n_mape) == (3, 2)
+    assert au.mape_pct == pytest.approx(475) and au.mdape_pct == pytest.approx(475)
+    # Cauchy pressure: reference 0 left out; |r| = 1000 (1 -> 11), 100 (-2 -> -4).
+    cp = metrics[("a", "cauchy_pressure")]
+    assert (cp.n_mape, cp.mape_pct, cp.mdape_pct) == (2, pytest.approx(550), pytest.approx(550))
+    averages = {a.model: a for a in analysis.averages}
+    assert averages["a"] == AverageErrorRow(
+        model="a",
+        n_properties=8,
+        n_properties_without_near_zero=6,
+        average_mape_pct=pytest.approx((6 * 41 / 3 + 475 + 550) / 8),
+        average_mape_without_near_zero_pct=pytest.approx(41 / 3),
+        average_mdape_pct=pytest.approx((6 * 10 + 475 + 550) / 8),
+        average_mdape_without_near_zero_pct=pytest.approx(10.0),
+    )
+    # Model b has only K: properties without a MAPE are left out of the means, and counted.
+    b = averages["b"]
+    assert (b.n_properties, b.n_properties_without_near_zero) == (1, 1)
+    assert b.average_mape_pct == b.average_mape_without_near_zero_pct == pytest.approx(15.0)
+    assert b.average_mdape_pct == pytest.approx(15.0)
+    assert average_errors(analysis.metrics) == analysis.averages
+    assert [a.model for a in analysis.averages] == list(analysis.models)
+
+
+def test_averages_match_the_metrics_table() -> None:
+    analysis = analyse(ROWS, REFERENCE)
+    for average in analysis.averages:
+        own = [m for m in analysis.metrics if m.model == average.model]
+        everything = [m.mape_pct for m in own if math.isfinite(m.mape_pct)]
+        kept = [
+            m.mape_pct
+            for m in own
+            if math.isfinite(m.mape_pct) and m.property not in NEAR_ZERO_PROPERTIES
+        ]
+        assert average.n_properties == len(everything)
+        assert average.average_mape_pct == pytest.approx(statistics.fmean(everything))
+        assert average.average_mape_without_near_zero_pct == pytest.approx(statistics.fmean(kept))

@@ -1,4 +1,5 @@
-"""``umlip compare``: MAPE and relative-error IQR of two runs, property by property."""
+"""``umlip compare``: MAPE and relative-error IQR of two runs, property by property, and
+the protocol sensitivity (settings that differ, how many materials move by > 5 %)."""
 
 from __future__ import annotations
 
@@ -43,5 +44,22 @@ def compare_command(args: argparse.Namespace) -> int:
         )
     if any(c.group != "all" for c in comparison.changes):
         print(comparison.tables)
+    for note in comparison.notes:
+        print(f"note: {note}")
+    changed = [c.text() for c in comparison.settings_changed]
+    print("settings that differ: " + ("; ".join(changed) if changed else "none (run-to-run noise)"))
+    for row in comparison.sensitivity:
+        name = row.model_a if row.model_a == row.model_b else f"{row.model_a}->{row.model_b}"
+        print(
+            f"{name:<20}{row.label:<10}n={row.n_common:<6}"
+            f"moved >{row.threshold_pct:g}%: {row.n_moved:<5}"
+            f"median shift {row.median_shift_pct:+.2f}% ({row.median_shift:+.4g}"
+            + (f" {row.unit})" if row.unit else ")")
+        )
+    if comparison.strain_flags:
+        print(
+            f"{len(comparison.strain_flags)} results with a strain-dependent tensor "
+            f"(> {comparison.strain_flags[0].threshold_pct:g} %), listed in compare.md"
+        )
     print(f"comparison in {comparison.files[0].parent}")
     return 0

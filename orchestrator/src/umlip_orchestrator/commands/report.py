@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from umlip_orchestrator.report import ReportError, build_report
 
@@ -13,7 +14,13 @@ def report_command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.results_dir / "report"
     try:
         analysis, files = build_report(
-            args.results_dir, out, args.reference or (), dict(args.epsilon or ())
+            args.results_dir,
+            out,
+            args.reference or (),
+            dict(args.epsilon or ()),
+            study_path=None if args.study in (None, "shipped") else Path(args.study),
+            with_study=args.study is not None,
+            allow_mixed_settings=args.allow_mixed_settings,
         )
     except ReportError as error:
         print(f"umlip report: {error}", file=sys.stderr)

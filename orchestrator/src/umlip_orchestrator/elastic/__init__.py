@@ -1,15 +1,20 @@
 """Elastic constants by the stress-strain method (SCIENCE.md, sections 2 and 3).
 
 - :mod:`.strains`: the deformation set (24 cells by default) and how to apply it.
-- :mod:`.fit`: the elastic tensor from stress-strain pairs, with fit residuals.
+- :mod:`.fit`: the elastic tensor from stress-strain pairs, with fit residuals, and its
+  strain dependence (the tensor from the smallest strains only, compared column by column).
 - :mod:`.properties`: K, G (Voigt, Reuss, Hill), E, nu, K/G, A_U, Cauchy pressure,
   Debye temperature and Born stability, in GPa (K for the Debye temperature).
 """
 
 from umlip_orchestrator.elastic.fit import (
+    STRAIN_DEPENDENCE_FLAG_PCT,
     ElasticFit,
     FitMethod,
+    StrainDependence,
     fit_elastic_tensor,
+    smallest_magnitude_mask,
+    strain_dependence,
     strain_to_voigt,
     stress_to_voigt,
 )
@@ -34,6 +39,7 @@ from umlip_orchestrator.elastic.strains import (
 )
 
 __all__ = [
+    "STRAIN_DEPENDENCE_FLAG_PCT",
     "VOIGT_LABELS",
     "Deformation",
     "ElasticFit",
@@ -41,6 +47,7 @@ __all__ = [
     "FitMethod",
     "ModuliProperties",
     "StrainConvention",
+    "StrainDependence",
     "StrainSettings",
     "debye_temperature",
     "deform_atoms",
@@ -51,6 +58,8 @@ __all__ = [
     "green_lagrange",
     "mass_density",
     "poisson_ratio",
+    "smallest_magnitude_mask",
+    "strain_dependence",
     "strain_to_voigt",
     "stress_to_voigt",
     "youngs_modulus",

@@ -15,6 +15,15 @@ Two methods, chosen automatically (``method="auto"``):
 - ``"lstsq"`` (any other data, e.g. strains with second-order cross components): one
   least-squares fit of ``sigma = sigma_0 + C eps`` over all points (7 parameters per
   stress component). ``residuals[i, :]`` is the RMS residual of stress component ``i``.
+
+Strain linearity (:func:`strain_dependence`): the tensor is fitted again from the
+smallest strain magnitude of each component only (plus the zero-strain point), and for
+each strained component ``j`` the change of column ``j`` of the raw (unsymmetrised)
+tensor is reported in percent of its norm:
+``100 ||C_all[:, j] - C_small[:, j]|| / max(||C_all[:, j]||, 1 GPa)``. A linear response
+gives 0; a stress that is not linear over the strain range (an anharmonic potential, a
+soft mode, an ion relaxation that jumps) gives more. Above
+:data:`STRAIN_DEPENDENCE_FLAG_PCT` a result is flagged in comparisons.
 """
 
 from __future__ import annotations
@@ -30,6 +39,19 @@ from umlip_orchestrator.elastic.strains import VOIGT_LABELS
 FitMethod = Literal["independent", "lstsq"]
 
 _UPPER = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+#: A result whose ``max_strain_dependence_pct`` exceeds this (%) is flagged: its tensor
+#: depends on the strain magnitudes used, beyond what the fit residuals show.
+STRAIN_DEPENDENCE_FLAG_PCT: float = 10.0
+
+#: Points of a component whose |strain| is within this relative tolerance of its smallest
+#: nonzero |strain| count as "the smallest magnitude" (in the ``"deformation"``
+#: convention, +a and -a give Green-Lagrange strains a +- a^2/2, not equal in size).
+SMALL_STRAIN_RTOL: float = 0.1
+
+#: Floor of the column norm in the strain dependence, GPa (a column of ~0 GPa would make
+#: any change look infinite).
+DEPENDENCE_FLOOR_GPA: float = 1.0
 
 
 def strain_to_voigt(strain: ArrayLike) -> NDArray[np.float64]:
@@ -212,4 +234,115 @@ def fit_elastic_tensor(
         n_points=int(e.shape[0]),
         method=chosen,
         residual_stress=_readonly(sigma0),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class StrainDependence:
+    """Result of :func:`strain_dependence`.
+
+    Attributes:
+        small_tensor: (6, 6) symmetrised tensor fitted from the smallest strain magnitude
+            of each component (plus the zero-strain points), GPa; NaN if that subset
+            cannot be fitted.
+        small_raw_tensor: the same before symmetrisation, GPa.
+        dependence_pct: (6,) per strained Voigt component j,
+            ``100 ||C_all[:, j] - C_small[:, j]|| / max(||C_all[:, j]||, 1 GPa)`` over the
+            raw tensors, %; NaN if the subset cannot be fitted.
+        max_dependence_pct: the largest of ``dependence_pct``, %; NaN if any is NaN.
+        n_small_points: points in the smallest-magnitude subset (zero-strain ones
+            included).
+    """
+
+    small_tensor: NDArray[np.float64]
+    small_raw_tensor: NDArray[np.float64]
+    dependence_pct: NDArray[np.float64]
+    max_dependence_pct: float
+    n_small_points: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the smallest-magnitude subset could be fitted."""
+        return bool(np.all(np.isfinite(self.dependence_pct)))
+
+
+def smallest_magnitude_mask(
+    strains: ArrayLike, *, zero_tol: float = 1e-10, rtol: float = SMALL_STRAIN_RTOL
+) -> NDArray[np.bool_]:
+    """Which points belong to the smallest strain magnitude of their component.
+
+    A point's component is its largest Voigt strain component in absolute value
+    (engineering shear); points with every component ``<= zero_tol`` are zero-strain
+    points and always kept. For each component, the points whose |strain| is at most
+    ``(1 + rtol)`` times the smallest |strain| of that component are kept.
+
+    Args:
+        strains: (n, 3, 3) Green-Lagrange strains.
+
+    Returns:
+        (n,) boolean mask.
+    """
+    eps = strain_to_voigt(np.asarray(strains, dtype=np.float64))
+    size = np.abs(eps)
+    component = np.argmax(size, axis=1)
+    magnitude = size.max(axis=1, initial=0.0)
+    zero = magnitude <= zero_tol
+    keep = zero.copy()
+    for j in range(6):
+        mine = ~zero & (component == j)
+        if mine.any():
+            keep |= mine & (magnitude <= (1.0 + rtol) * magnitude[mine].min())
+    return keep
+
+
+def strain_dependence(
+    strains: ArrayLike,
+    stresses: ArrayLike,
+    *,
+    zero_tol: float = 1e-10,
+    fit: ElasticFit | None = None,
+) -> StrainDependence:
+    """How much the fitted tensor changes when only the smallest strains are used.
+
+    Fits all points (or takes ``fit``, the fit of these same points), then only the
+    points of :func:`smallest_magnitude_mask` with the same method, and compares the
+    raw tensors column by column (see the module docstring).
+
+    Args:
+        strains: (n, 3, 3) Green-Lagrange strains, as for :func:`fit_elastic_tensor`.
+        stresses: (n, 3, 3) stresses, GPa.
+        zero_tol: as for :func:`fit_elastic_tensor`.
+        fit: the fit of all points, if already computed.
+
+    Returns:
+        The small-strain tensor and the dependence per component; NaN where the
+        smallest-magnitude subset cannot be fitted (e.g. mixed strains too few for the
+        ``"lstsq"`` method, or a component with a single point and no zero-strain point).
+
+    Raises:
+        ValueError: the fit of all points fails (see :func:`fit_elastic_tensor`).
+    """
+    e, s = _check_inputs(strains, stresses)
+    full = fit if fit is not None else fit_elastic_tensor(e, s, zero_tol=zero_tol)
+    keep = smallest_magnitude_mask(e, zero_tol=zero_tol)
+    try:
+        small = fit_elastic_tensor(e[keep], s[keep], method=full.method, zero_tol=zero_tol)
+    except ValueError:
+        nan6, nan66 = np.full(6, np.nan), np.full((6, 6), np.nan)
+        return StrainDependence(
+            small_tensor=_readonly(nan66),
+            small_raw_tensor=_readonly(nan66),
+            dependence_pct=_readonly(nan6),
+            max_dependence_pct=float("nan"),
+            n_small_points=int(keep.sum()),
+        )
+    c_all, c_small = full.raw_tensor, small.raw_tensor
+    norm = np.maximum(np.linalg.norm(c_all, axis=0), DEPENDENCE_FLOOR_GPA)
+    dependence = 100.0 * np.linalg.norm(c_all - c_small, axis=0) / norm
+    return StrainDependence(
+        small_tensor=small.tensor,
+        small_raw_tensor=small.raw_tensor,
+        dependence_pct=_readonly(dependence),
+        max_dependence_pct=float(dependence.max()),
+        n_small_points=int(keep.sum()),
     )

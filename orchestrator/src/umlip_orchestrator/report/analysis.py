@@ -7,6 +7,9 @@ prediction), ``n_no_value`` (ok but the prediction is missing or not finite),
 ``n_failed`` or ``n_skipped`` (by its status). Stability is scored over the materials
 whose reference has a stability call (a DFT tensor), DFT-unstable ones included: they
 are what the stability call is about, while the property errors use only stable ones.
+
+Per model, :class:`AverageErrorRow` averages the per-property MAPE (all properties, and
+without the two whose DFT values lie near zero: :data:`NEAR_ZERO_PROPERTIES`) and MdAPE.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pyarrow.parquet as pq
 from umlip_orchestrator.report.errors import ReportError
 from umlip_orchestrator.report.metrics import (
     agreement,
+    average_over_properties,
     confusion,
     error_stats,
     mean_std,
@@ -37,6 +41,9 @@ _COST_COLUMNS = ("seconds_per_material", "wall_time_s")
 _OTHER_COLUMNS = ("born_stable", "reference_k_vrh_gpa", "reference_g_vrh_gpa")
 #: Name of the reference in the stability-agreement matrix.
 DFT = "DFT"
+#: Properties whose DFT values lie near zero for many materials (A_U, Cauchy pressure):
+#: their MAPEs are huge and dominate an average over properties.
+NEAR_ZERO_PROPERTIES: tuple[str, ...] = ("universal_anisotropy", "cauchy_pressure")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +87,7 @@ class PropertyMetrics:
     n_mape: int
     n_small_reference: int
     mape_pct: float
+    mdape_pct: float
     rel_median_pct: float
     rel_mean_pct: float
     rel_q1_pct: float
@@ -89,7 +97,12 @@ class PropertyMetrics:
 
 @dataclass(frozen=True, kw_only=True)
 class PairRow:
-    """One material, model and property: the prediction next to the DFT value."""
+    """One material, model and property: the prediction next to the DFT value.
+
+    ``model_born_stable``: the model's Born-stability call for the material (None when
+    the row has none, e.g. failed); ``dft_born_stable``: the DFT tensor's (None without
+    a DFT tensor; never False here, since DFT-unstable materials are out of scope).
+    """
 
     material_id: str
     model: str
@@ -99,6 +112,28 @@ class PairRow:
     reference: float
     abs_error: float
     relative_error_pct: float
+    model_born_stable: bool | None = None
+    dft_born_stable: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AverageErrorRow:
+    """One model's errors averaged over the properties (plain means of the finite ones).
+
+    ``average_mape_pct``: mean of the per-property MAPEs (the study's "average MAPE" of
+    8 properties); ``average_mape_without_near_zero_pct``: the same without A_U and the
+    Cauchy pressure; ``average_mdape_pct`` and ``average_mdape_without_near_zero_pct``:
+    the same means of the per-property MdAPEs. ``n_properties`` and
+    ``n_properties_without_near_zero``: how many properties had a MAPE in each mean.
+    """
+
+    model: str
+    n_properties: int
+    n_properties_without_near_zero: int
+    average_mape_pct: float
+    average_mape_without_near_zero_pct: float
+    average_mdape_pct: float
+    average_mdape_without_near_zero_pct: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +193,7 @@ class Analysis:
     cost: tuple[CostRow, ...]
     models: tuple[str, ...]
     notes: tuple[str, ...]
+    averages: tuple[AverageErrorRow, ...] = ()
 
 
 def read_results(results_dir: Path) -> list[dict[str, Any]]:
@@ -250,6 +286,8 @@ def analyse(
                     reference=f,
                     abs_error=abs(p - f) if math.isfinite(p) else NAN,
                     relative_error_pct=float(e),
+                    model_born_stable=_call(r),
+                    dft_born_stable=used[str(r["material_id"])].dft_stable,
                 )
                 for r, p, f, e in zip(scoped, preds, refs, rel, strict=True)
             ]
@@ -282,7 +320,38 @@ def analyse(
         cost=tuple(_cost(model, by_model[model]) for model in models),
         models=models,
         notes=reference.notes,
+        averages=average_errors(metrics),
     )
+
+
+def average_errors(metrics: Sequence[PropertyMetrics]) -> tuple[AverageErrorRow, ...]:
+    """Per model (in order of appearance), its MAPE and MdAPE averaged over properties."""
+    rows = []
+    for model in dict.fromkeys(m.model for m in metrics):
+        own = [m for m in metrics if m.model == model]
+        mape, n = average_over_properties([m.mape_pct for m in own])
+        kept = [m for m in own if m.property not in NEAR_ZERO_PROPERTIES]
+        mape_kept, n_kept = average_over_properties([m.mape_pct for m in kept])
+        mdape, _ = average_over_properties([m.mdape_pct for m in own])
+        mdape_kept, _ = average_over_properties([m.mdape_pct for m in kept])
+        rows.append(
+            AverageErrorRow(
+                model=model,
+                n_properties=n,
+                n_properties_without_near_zero=n_kept,
+                average_mape_pct=mape,
+                average_mape_without_near_zero_pct=mape_kept,
+                average_mdape_pct=mdape,
+                average_mdape_without_near_zero_pct=mdape_kept,
+            )
+        )
+    return tuple(rows)
+
+
+def _call(row: Mapping[str, Any]) -> bool | None:
+    """The model's stability call of an ok results row; None when it has none."""
+    value = row.get("born_stable")
+    return bool(value) if row["status"] == "ok" and value is not None else None
 
 
 def _stability(

@@ -6,12 +6,18 @@ pyplot: no display is needed and the process's pyplot backend is left alone.
 Each function returns a :class:`Figure` description (or None when there is nothing to
 draw, e.g. no stability calls); :func:`draw_all` saves every figure of an analysis
 under ``REPORT_DIR/figures/``.
+
+Value axes are robust to outliers (:func:`bulk_limits`): they span the bulk of the
+values, and what lies outside is counted on the figure. In the SVG of a parity plot
+every point is a link to its material's page (:func:`material_href`),
+inside a group ``stable-points-<i>`` or ``unstable-points-<i>`` (i: the model's panel).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,13 +27,30 @@ from typing import ParamSpec, TypeVar
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure as MplFigure
 
-from umlip_orchestrator.report.analysis import Analysis, PairRow
+from umlip_orchestrator.report.analysis import (
+    NEAR_ZERO_PROPERTIES,
+    Analysis,
+    PairRow,
+    average_errors,
+)
+from umlip_orchestrator.report.materials import page_href
 from umlip_orchestrator.report.spec import PROPERTIES, PropertySpec
 
 _RC = {"svg.hashsalt": "umlip", "font.size": 9, "axes.titlesize": 9}
 _DPI = 110
+#: Percentiles (of all values shown) that define the bulk of a value axis.
+BULK_PERCENTILES = (2.0, 98.0)
+#: The axis extends beyond the bulk by this fraction of its width (never past the data).
+BULK_WIDEN = 0.5
+#: Marker of a point whose model or DFT tensor is not Born-stable.
+UNSTABLE_LABEL = "Born-unstable tensor"
+_BLANK_TARGET = re.compile(r'(<a xlink:href="[^"]*") target="_blank"(/?>)')
+#: No date, type, format or creator (with its https:// address) in the SVG: the files
+#: are reproducible and, shown inline in the page, name no address.
+_SVG_METADATA = {"Date": None, "Type": None, "Format": None, "Creator": None}
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -61,14 +84,24 @@ def _styled(draw: Callable[P, R]) -> Callable[P, R]:
 
 
 def save(fig: MplFigure, out_dir: Path, stem: str) -> tuple[str, ...]:
-    """Saves ``fig`` as ``figures/<stem>.png`` and ``.svg``; returns the relative paths."""
+    """Saves ``fig`` as ``figures/<stem>.png`` and ``.svg``; returns the relative paths.
+
+    The SVG has no metadata block (:data:`_SVG_METADATA`). Its links (``set_urls``)
+    open in the same window: matplotlib's ``target="_blank"`` is dropped, so each is a
+    plain ``<a xlink:href="...">`` (or an empty ``<a xlink:href="..."/>`` when
+    matplotlib culls a lone marker off the canvas).
+    """
     FigureCanvasAgg(fig)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     files = []
     for ext in ("png", "svg"):
         relative = f"figures/{stem}.{ext}"
-        metadata = {"Date": None} if ext == "svg" else {}
+        metadata = _SVG_METADATA if ext == "svg" else {}
         fig.savefig(out_dir / relative, dpi=_DPI, metadata=metadata)
+        if ext == "svg":
+            path = out_dir / relative
+            text = path.read_text(encoding="utf-8")
+            path.write_text(_BLANK_TARGET.sub(r"\1\2", text), encoding="utf-8")
         files.append(relative)
     return tuple(files)
 
@@ -126,28 +159,95 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
+def material_href(material_id: str, model: str | None = None) -> str:
+    """The link of a material's page (at ``model``'s section), relative to the report
+    directory (:func:`~umlip_orchestrator.report.materials.page_href`)."""
+    return page_href(material_id) + (f"#model-{model}" if model else "")
+
+
+def bulk_limits(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Axis limits that span the bulk of the finite ``values``, padded by 5 %.
+
+    The bulk runs from the 2nd to the 98th percentile (rounded inwards to data values,
+    so that one outlier among few values does not drag it), widened on each side by
+    half its width but never beyond the smallest and largest value.
+    """
+    v = _finite(list(np.ravel(values)))
+    if not len(v):
+        return 0.0, 1.0
+    low = float(np.percentile(v, BULK_PERCENTILES[0], method="higher"))
+    high = float(np.percentile(v, BULK_PERCENTILES[1], method="lower"))
+    width = high - low
+    low = max(float(v.min()), low - BULK_WIDEN * width)
+    high = min(float(v.max()), high + BULK_WIDEN * width)
+    pad = 0.05 * (high - low or abs(high) or 1.0)
+    return low - pad, high + pad
+
+
+def _outside(x: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    return (x < limits[0]) | (x > limits[1])
+
+
+def _count_text(n: int, what: str = "point") -> str:
+    return f"{n} {what}{'' if n == 1 else 's'} outside the axes"
+
+
 @_styled
 def parity(analysis: Analysis, prop: PropertySpec, out_dir: Path) -> Figure | None:
-    """Model vs DFT scatter, one panel per model, with the identity line."""
+    """Model vs DFT scatter, one panel per model, with the identity line.
+
+    Points whose model tensor (or DFT tensor) is not Born-stable get their own marker.
+    Both axes span the bulk of every value shown (all models and DFT, see
+    :func:`bulk_limits`); each panel says how many of its points lie outside. In the
+    SVG each point links to its material's page (``set_urls``), stable points in the
+    group ``stable-points-<i>``, unstable ones in ``unstable-points-<i>``, i = 0, 1, ...
+    the panel (model) index.
+    """
     index = _pairs(analysis)
     data = []
     for model in analysis.models:
         rows = [p for p in index[(model, prop.key)] if math.isfinite(p.predicted)]
-        data.append((model, [p.reference for p in rows], [p.predicted for p in rows]))
-    if not any(ref for _, ref, _ in data):
+        data.append((model, rows))
+    if not any(rows for _, rows in data):
         return None
-    values = np.concatenate([np.r_[r, p] for _, r, p in data if r])
-    lo, hi = float(values.min()), float(values.max())
-    pad = 0.05 * (hi - lo or 1.0)
+    every = [v for _, rows in data for p in rows for v in (p.reference, p.predicted)]
+    limits = bulk_limits(every)
     fig, axes = _new(len(data), size=3.4, label_chars=0)
     stats = {(m.model, m.property): m for m in analysis.metrics}
-    for ax, (model, ref, pred) in zip(axes, data, strict=True):
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.4", lw=0.8, ls="--")
-        ax.scatter(ref, pred, s=9, alpha=0.6, edgecolors="none")
+    outside_total = 0
+    for i, (ax, (model, rows)) in enumerate(zip(axes, data, strict=True)):
+        ax.plot(limits, limits, color="0.4", lw=0.8, ls="--")
+        unstable = [p.model_born_stable is False or p.dft_born_stable is False for p in rows]
+        stable = [p for p, u in zip(rows, unstable, strict=True) if not u]
+        flagged = [p for p, u in zip(rows, unstable, strict=True) if u]
+        groups = (
+            ("stable-points", stable, {"s": 9, "alpha": 0.6, "edgecolors": "none"}, None),
+            (
+                "unstable-points",
+                flagged,
+                {"marker": "x", "color": "tab:red", "s": 18, "linewidths": 1.0},
+                f"{UNSTABLE_LABEL} ({len(flagged)})",
+            ),
+        )
+        for gid, points, style, label in groups:
+            if not points:
+                continue
+            collection = ax.scatter(
+                [p.reference for p in points], [p.predicted for p in points], label=label, **style
+            )
+            collection.set_urls([material_href(p.material_id, model) for p in points])
+            collection.set_gid(f"{gid}-{i}")
+        x = np.array([p.reference for p in rows])
+        y = np.array([p.predicted for p in rows])
+        n_outside = int(np.count_nonzero(_outside(x, limits) | _outside(y, limits)))
+        outside_total += n_outside
+        ax.text(0.03, 0.97, _count_text(n_outside), transform=ax.transAxes, va="top", fontsize=8)
+        if any(unstable):
+            ax.legend(loc="lower right", fontsize=7, handletextpad=0.3, borderpad=0.3)
         m = stats[(model, prop.key)]
         ax.set_title(f"{model}: n={m.n}, MAE={m.mae:.3g}, R={m.pearson_r:.3f}")
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlim(*limits)
+        ax.set_ylim(*limits)
         ax.set_aspect("equal")
         ax.set_xlabel(f"DFT {prop.title}")
         ax.set_ylabel(f"model {prop.title}")
@@ -155,7 +255,12 @@ def parity(analysis: Analysis, prop: PropertySpec, out_dir: Path) -> Figure | No
     return Figure(
         f"parity_{prop.key}",
         f"Parity: {prop.title}",
-        f"Model {prop.label} against DFT per model; dashed line: identity.",
+        f"Model {prop.label} against DFT per model; dashed line: identity; red x: "
+        f"{UNSTABLE_LABEL} (the model's or DFT's, see 'Born stable'). Both axes "
+        "span the bulk of all values shown (2nd to 98th percentile over every model and "
+        "DFT, widened by half that range, never beyond the data); points outside are "
+        f"not drawn and counted in each panel ({outside_total} in all). In the SVG, a "
+        "point links to its material's page.",
         files,
     )
 
@@ -184,18 +289,21 @@ def violins(analysis: Analysis, out_dir: Path) -> Figure | None:
             elif len(values):
                 ax.scatter([position] * len(values), values, s=12)
         every = np.concatenate([v for _, v in series])
-        if len(every) >= 2:
-            low, high = np.percentile(every, [1.0, 99.0])
-            pad = 0.1 * (high - low or abs(high) or 1.0)
-            ax.set_ylim(low - pad, high + pad)
-        ax.set_xticks(range(1, len(series) + 1), [name for name, _ in series], rotation=30)
-        ax.set_title(prop.title)
+        limits = bulk_limits(every)
+        ax.set_ylim(*limits)
+        names = [name for name, _ in series]
+        ax.set_xticks(range(1, len(series) + 1), names, rotation=30, ha="right")
+        n_outside = int(np.count_nonzero(_outside(every, limits)))
+        ax.set_title(f"{prop.title}: {_count_text(n_outside, 'value')}")
     files = save(fig, out_dir, "violins")
     return Figure(
         "violins",
         "Distributions against DFT",
         "Violin plots (median marked) of each property: DFT, then each model, over the "
-        "materials of the comparison; the value axis spans the 1st to 99th percentile.",
+        "materials of the comparison. The value axis spans the bulk of the values (2nd "
+        "to 98th percentile of all values of the panel, widened by half that range, never "
+        "beyond the data): the violins are clipped there, and each title says how many "
+        "values lie outside. Medians and densities use every value.",
         files,
     )
 
@@ -225,8 +333,11 @@ def relative_error_boxes(analysis: Analysis, out_dir: Path) -> Figure | None:
     return Figure(
         "relative_errors",
         "Relative errors",
-        "Signed relative error 100 (model - DFT) / |DFT| per property and model: box = "
-        "quartiles, line = median, whiskers = 1.5 IQR; outliers not drawn.",
+        "Signed relative error 100 (model - DFT) / |DFT| per property and model, over the "
+        "pairs with |DFT| >= epsilon: box = quartiles, line = median, whiskers = the "
+        "furthest values within 1.5 IQR of the box. Values beyond the whiskers (outliers) "
+        "are not drawn, and the value axis spans the whiskers; the quartiles and median "
+        "use every value.",
         files,
     )
 
@@ -238,11 +349,19 @@ def _matrix(
     names: tuple[Sequence[str], Sequence[str]],
     cmap: str,
     limits: tuple[float, float] | None = None,
-) -> None:
-    """An annotated heat map; NaN cells grey; text black or white by cell luminance."""
-    vmin, vmax = limits if limits else (None, None)
+    *,
+    norm: Normalize | None = None,
+    colorbar: bool = True,
+):
+    """An annotated heat map; NaN cells grey; text black or white by cell luminance.
+
+    Returns the colour bar (None without one).
+    """
+    if norm is None:
+        vmin, vmax = limits if limits else (None, None)
+        norm = Normalize(vmin=vmin, vmax=vmax)
     colormap = matplotlib.colormaps[cmap].with_extremes(bad="0.85")
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=vmin, vmax=vmax)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=colormap, norm=norm)
     ax.set_aspect("auto")
     for (i, j), text in np.ndenumerate(labels):
         red, green, blue, _ = colormap(image.norm(values[i, j]))
@@ -251,29 +370,107 @@ def _matrix(
     rows, cols = names
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    return ax.figure.colorbar(image, ax=ax, shrink=0.8) if colorbar else None
+
+
+def _percent_label(value: float) -> str:
+    if not np.isfinite(value):
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def _per_column(values: np.ndarray) -> np.ndarray:
+    """Each column mapped to 0 (its lowest value) .. 1 (its highest), on a log scale.
+
+    NaN stays NaN; a column with a single distinct value maps to 0.5.
+    """
+    logs = np.log10(np.maximum(np.where(np.isfinite(values), values, np.nan), 1e-2))
+    out = np.full(values.shape, np.nan)
+    for j in range(values.shape[1]):
+        column = logs[:, j]
+        finite = np.isfinite(column)
+        if not finite.any():
+            continue
+        low, high = column[finite].min(), column[finite].max()
+        if high - low < 1e-9:
+            out[finite, j] = 0.5
+        else:
+            out[finite, j] = (column[finite] - low) / (high - low)
+    return out
+
+
+_AVERAGE_COLUMNS = ("average", "avg w/o A_U, C12-C44")
 
 
 @_styled
 def mape_heatmap(analysis: Analysis, out_dir: Path) -> Figure | None:
-    """MAPE per model (rows) and property (columns), values annotated."""
+    """MAPE (top) and MdAPE (bottom) per model (rows) and property (columns), annotated.
+
+    The last two columns are the averages over properties (all, and without A_U and
+    the Cauchy pressure). With two or more models each column has its own colour scale
+    (log, lowest to highest among the models); with one model, one log scale.
+    """
     if not analysis.models:
         return None
-    by_key = {(m.model, m.property): m.mape_pct for m in analysis.metrics}
-    values = np.array([[by_key[(m, p.key)] for p in PROPERTIES] for m in analysis.models])
-    labels = np.vectorize(lambda v: "-" if not np.isfinite(v) else f"{v:.1f}")(values)
-    fig = MplFigure(figsize=(1.1 * len(PROPERTIES) + 2.5, 0.6 * len(analysis.models) + 1.6))
-    ax = fig.subplots()
-    names = (analysis.models, [p.label for p in PROPERTIES])
-    _margins(fig, left=0.4 + 0.085 * _chars(analysis.models), right=0.2, bottom=0.75)
-    _matrix(ax, values, labels, names, "viridis_r")
-    ax.set_title("MAPE (%) vs DFT")
+    metrics = {(m.model, m.property): m for m in analysis.metrics}
+    averages = {a.model: a for a in analysis.averages or average_errors(analysis.metrics)}
+    extra = {
+        "mape_pct": ("average_mape_pct", "average_mape_without_near_zero_pct"),
+        "mdape_pct": ("average_mdape_pct", "average_mdape_without_near_zero_pct"),
+    }
+
+    def table(field: str) -> np.ndarray:
+        return np.array(
+            [
+                [getattr(metrics[(model, p.key)], field) for p in PROPERTIES]
+                + [getattr(averages[model], name) for name in extra[field]]
+                for model in analysis.models
+            ],
+            dtype=np.float64,
+        )
+
+    columns = [p.label for p in PROPERTIES] + list(_AVERAGE_COLUMNS)
+    n_models = len(analysis.models)
+    panel, gap, below, above = 0.45 * n_models + 0.3, 1.3, 1.05, 0.35  # inches
+    chars = _chars(analysis.models)
+    fig = MplFigure(
+        figsize=(0.95 * len(columns) + 1.9 + 0.085 * chars, 2 * panel + gap + below + above)
+    )
+    top, bottom = fig.subplots(2, 1)
+    _margins(fig, left=0.3 + 0.085 * chars, right=0.1, bottom=below, top=above, hspace=gap / panel)
+    for ax, field, name in ((top, "mape_pct", "MAPE"), (bottom, "mdape_pct", "MdAPE")):
+        values = table(field)
+        labels = np.vectorize(_percent_label, otypes=[str])(values)
+        names = (analysis.models, columns)
+        if n_models >= 2:
+            bar = _matrix(ax, _per_column(values), labels, names, "viridis_r", (0.0, 1.0))
+            bar.set_ticks([0.0, 1.0], labels=["lowest", "highest"])
+            bar.set_label("per column (log)")
+        else:
+            positive = values[np.isfinite(values) & (values > 0)]
+            low, high = (positive.min(), positive.max()) if len(positive) else (1.0, 10.0)
+            norm = LogNorm(vmin=low, vmax=max(high, low * 1.01))
+            shown = np.where(np.isfinite(values), np.maximum(values, low), np.nan)
+            bar = _matrix(ax, shown, labels, names, "viridis_r", norm=norm)
+            bar.set_label("% (log scale)")
+        ax.axvline(len(PROPERTIES) - 0.5, color="white", lw=3)
+        ax.set_title(f"{name} (%) vs DFT")
     files = save(fig, out_dir, "mape_heatmap")
+    scale = (
+        "Each column has its own colour scale (log), from the lowest (light) to the highest "
+        "(dark) value among the models, so colours compare models within a property only"
+        if n_models >= 2
+        else "Colours follow one log scale"
+    )
+    near_zero = ", ".join(p.label for p in PROPERTIES if p.key in NEAR_ZERO_PROPERTIES)
     return Figure(
         "mape_heatmap",
-        "MAPE heat map",
-        "Mean absolute percentage error (%) per model and property; '-' where there is "
-        "no reference value or no pair with |DFT| >= epsilon.",
+        "MAPE and MdAPE heat maps",
+        "Mean (top) and median (bottom) absolute percentage error (%) per model and "
+        "property, every cell annotated with its value; the last two columns are the plain "
+        f"means over the properties, with all of them and without {near_zero} (DFT values "
+        f"near zero, huge percentages). {scale}. '-' where there is no reference value or "
+        "no pair with |DFT| >= epsilon.",
         files,
     )
 
@@ -348,6 +545,38 @@ def timing(analysis: Analysis, out_dir: Path) -> Figure | None:
     )
 
 
+@_styled
+def stability_confusion(analysis: Analysis, out_dir: Path) -> Figure | None:
+    """Per model, the 2x2 confusion matrix of its Born-stability calls against DFT's."""
+    if not analysis.stability:
+        return None
+    rows = analysis.stability
+    fig, axes = _new(len(rows), ncols=4, size=2.6, label_chars=14)
+    _margins(fig, left=1.0, bottom=0.95, wspace=0.75, hspace=0.8)
+    states = ["stable", "unstable"]
+    for ax, row in zip(axes, rows, strict=True):
+        counts = np.array([[row.tp, row.fn], [row.fp, row.tn]], dtype=np.float64)
+        roles = np.array([["tp", "fn"], ["fp", "tn"]])
+        labels = np.array(
+            [[f"{int(counts[i, j])}\n({roles[i, j]})" for j in range(2)] for i in range(2)]
+        )
+        _matrix(ax, counts, labels, (states, states), "Blues", (0.0, max(row.n, 1)), colorbar=False)
+        accuracy = f"{row.accuracy:.2f}" if math.isfinite(row.accuracy) else "-"
+        ax.set_title(row.model)
+        ax.set_xlabel(f"model call\naccuracy {accuracy} (n={row.n})")
+        ax.set_ylabel("DFT call")
+    files = save(fig, out_dir, "stability_confusion")
+    return Figure(
+        "stability_confusion",
+        "Stability confusion matrices",
+        "Per model, materials by DFT's Born-stability call (rows) and the model's "
+        "(columns), over the materials with both calls; positive class = stable (tp: "
+        "stable by both, fn: model unstable and DFT stable, fp: model stable and DFT "
+        "unstable, tn: unstable by both); accuracy = (tp + tn) / n.",
+        files,
+    )
+
+
 def draw_all(analysis: Analysis, out_dir: Path) -> list[Figure]:
     """Draws and saves every figure of the report; returns those drawn, in page order."""
     figures = [mape_heatmap(analysis, out_dir)]
@@ -355,6 +584,7 @@ def draw_all(analysis: Analysis, out_dir: Path) -> list[Figure]:
     figures += [
         violins(analysis, out_dir),
         relative_error_boxes(analysis, out_dir),
+        stability_confusion(analysis, out_dir),
         agreement_matrix(analysis, out_dir),
         timing(analysis, out_dir),
     ]

@@ -8,7 +8,12 @@ Rules (also in ``docs/report.md``):
   above DFT whatever the sign of ref. Pairs with |ref| < epsilon are left out of the
   relative errors and of MAPE (counted in ``n_small_reference``); they still count in
   n, MAE, Pearson R and the means.
-- MAPE = mean |r|. Quartiles use numpy's default (linear) interpolation; IQR = Q3 - Q1.
+- MAPE = mean |r|; MdAPE = median |r| (robust to a few huge |r|, e.g. from references
+  just above epsilon). Quartiles and medians use numpy's default (linear)
+  interpolation; IQR = Q3 - Q1.
+- Averages over properties (:func:`average_over_properties`) are plain means of the
+  per-property values that are finite (as the study Gao & Wang 2025 averages its 8
+  MAPEs); how many properties took part is returned with them.
 - Pearson R is NaN for fewer than 2 pairs or when either side is constant.
 - Standard deviations are sample ones (ddof=1), NaN for fewer than 2 values.
 - Stability: positive class = stable. A ratio whose denominator is 0 is NaN.
@@ -26,6 +31,42 @@ from numpy.typing import ArrayLike, NDArray
 
 NAN = math.nan
 
+#: One sentence per statistic of the report, for the page to print (key: its name there).
+DEFINITIONS: dict[str, str] = {
+    "relative error": (
+        "Signed relative error r = 100 (model - DFT) / |DFT| in %, positive when the model "
+        "is above DFT; pairs with |DFT| < epsilon (or DFT = 0) have none and are left out "
+        "of MAPE, MdAPE and the relative-error statistics."
+    ),
+    "MAPE": (
+        "Mean absolute percentage error: the mean of |r| over the pairs with |DFT| >= "
+        "epsilon; one very large |r| (a DFT value close to zero) can dominate it."
+    ),
+    "MdAPE": (
+        "Median absolute percentage error: the median of |r| over the same pairs as MAPE, "
+        "robust to a few extreme relative errors."
+    ),
+    "average MAPE (8 properties)": (
+        "Plain mean of a model's per-property MAPEs over the 8 properties (as Gao & Wang "
+        "2025 average them), over those with a MAPE (n_properties)."
+    ),
+    "average MAPE without A_U and C12-C44": (
+        "The same mean without the universal anisotropy A_U and the Cauchy pressure "
+        "C12-C44, whose DFT values lie near zero for many materials so that their MAPEs "
+        "(often hundreds of %) dominate the 8-property average."
+    ),
+    "average MdAPE": "Plain mean of a model's per-property MdAPEs, over the same properties.",
+    "Pearson R": (
+        "Pearson correlation coefficient between model and DFT values over all pairs "
+        "(including |DFT| < epsilon); undefined for fewer than 2 pairs or a constant side."
+    ),
+    "Born stable": (
+        "A tensor is Born stable when its symmetrised 6x6 Voigt elastic tensor is positive "
+        "definite (all eigenvalues > 0); the model's call uses its fitted tensor, DFT's "
+        "the reference tensor."
+    ),
+}
+
 
 @dataclass(frozen=True)
 class ErrorStats:
@@ -40,6 +81,7 @@ class ErrorStats:
         n_mape: Pairs in MAPE and in the relative errors (|ref| >= epsilon).
         n_small_reference: Pairs left out of them (|ref| < epsilon).
         mape_pct: Mean absolute percentage error, %.
+        mdape_pct: Median absolute percentage error, %.
         rel_median_pct: Median signed relative error, %.
         rel_mean_pct: Mean signed relative error, %.
         rel_q1_pct: First quartile of the signed relative error, %.
@@ -55,6 +97,7 @@ class ErrorStats:
     n_mape: int
     n_small_reference: int
     mape_pct: float
+    mdape_pct: float
     rel_median_pct: float
     rel_mean_pct: float
     rel_q1_pct: float
@@ -113,8 +156,9 @@ def error_stats(pred: ArrayLike, ref: ArrayLike, epsilon: float) -> ErrorStats:
     if len(rel):
         q1, median, q3 = (float(v) for v in np.percentile(rel, [25.0, 50.0, 75.0]))
         mape, rel_mean = float(np.mean(np.abs(rel))), float(np.mean(rel))
+        mdape = float(np.median(np.abs(rel)))
     else:
-        q1 = median = q3 = mape = rel_mean = NAN
+        q1 = median = q3 = mape = mdape = rel_mean = NAN
     return ErrorStats(
         n=n,
         mae=float(np.mean(np.abs(p - r))) if n else NAN,
@@ -124,6 +168,7 @@ def error_stats(pred: ArrayLike, ref: ArrayLike, epsilon: float) -> ErrorStats:
         n_mape=len(rel),
         n_small_reference=n - len(rel),
         mape_pct=mape,
+        mdape_pct=mdape,
         rel_median_pct=median,
         rel_mean_pct=rel_mean,
         rel_q1_pct=q1,
@@ -198,6 +243,17 @@ def agreement(
         common = calls[a].keys() & calls[b].keys()
         result[(a, b)] = (len(common), sum(calls[a][m] == calls[b][m] for m in common))
     return result
+
+
+def average_over_properties(values: ArrayLike) -> tuple[float, int]:
+    """Plain mean of the finite per-property values, and how many there were.
+
+    Returns:
+        (mean, count); the mean is NaN when no value is finite.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return (float(np.mean(v)) if len(v) else NAN), len(v)
 
 
 def mean_std(values: ArrayLike) -> tuple[float, float]:

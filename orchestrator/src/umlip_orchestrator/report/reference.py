@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +86,15 @@ class ReferenceSet:
         rows: One row per material, in input order.
         n_problems: Entries or files of the source(s) that could not be read.
         notes: Remarks for the report (e.g. why the Debye temperature is missing).
+        tensors: The DFT elastic tensors by material id, Voigt 6x6 row-major, GPa (for
+            the material pages).
     """
 
     name: str
     rows: tuple[ReferenceRow, ...]
     n_problems: int = 0
     notes: tuple[str, ...] = ()
+    tensors: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, ReferenceRow]:
         """The rows keyed by material id."""
@@ -218,7 +221,12 @@ def load_reference(path: Path) -> ReferenceSet:
         raise ReportError(
             f"reference {path} has no reference values (no elastic tensor, no K and G)"
         )
-    return ReferenceSet(name=path.name, rows=rows, n_problems=len(problems))
+    tensors = {
+        m.material_id: tuple(float(v) for v in np.asarray(m.reference_tensor_gpa).ravel())
+        for m in materials
+        if m.reference_tensor_gpa is not None
+    }
+    return ReferenceSet(name=path.name, rows=rows, n_problems=len(problems), tensors=tensors)
 
 
 def merge_references(sets: Sequence[ReferenceSet]) -> ReferenceSet:
@@ -229,11 +237,16 @@ def merge_references(sets: Sequence[ReferenceSet]) -> ReferenceSet:
     for reference in sets:
         for row in reference.rows:
             rows.setdefault(row.material_id, row)
+    tensors: dict[str, tuple[float, ...]] = {}
+    for reference in sets:
+        for material_id, tensor in reference.tensors.items():
+            tensors.setdefault(material_id, tensor)
     return ReferenceSet(
         name=" + ".join(s.name for s in sets),
         rows=tuple(rows.values()),
         n_problems=sum(s.n_problems for s in sets),
         notes=tuple(n for s in sets for n in s.notes),
+        tensors=tensors,
     )
 
 
