@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Container end-to-end test: real images, real containers, a real benchmark.
 #
-# Builds the EMT, CHGNet and orchestrator images from their Dockerfiles (on a local
-# Debian base made with debootstrap, torch from the local CPU wheel), plus "emt2": a new
-# service made from the EMT template by deploy/docker/new_service.py and added the
-# drop-in way (one compose block, one endpoint line; no orchestrator change). Starts the
+# Builds the EMT, CHGNet and orchestrator images (services/Dockerfile with SERVICE=<name>,
+# on a local Debian base made with debootstrap, torch from the local CPU wheel), plus
+# "emt2": a new service made from the EMT template by deploy/docker/new_service.py, the
+# one command of a drop-in, in a copy of the repository; deploy/render.py then derives its
+# compose service and Kubernetes manifests (checked with kubectl kustomize), and the stack
+# runs emt2 as the rendered compose file describes it (no orchestrator change). Starts the
 # stack with docker-compose (deploy/compose/e2e.yml, host network, loopback ports,
 # health-gated), runs `umlip run --limit 3 --ion-mode clamped` in the orchestrator
 # container, checks the Parquet tables, fine-tunes CHGNet in its own image (the compose
@@ -202,11 +204,21 @@ log "emt2: a new service from the EMT template"
 context2="$work/emt2-context"
 python3 deploy/docker/new_service.py emt2 --dest "$context2"
 if command -v uv >/dev/null; then
-  # Step 3 of the checklist: lock it (offline when uv's cache has everything).
+  # Lock it (offline when uv's cache has everything).
   uv lock --quiet --project "$context2/services/emt2" --offline 2>/dev/null ||
     uv lock --quiet --project "$context2/services/emt2"
 fi
-stage_done "emt2 from the template"
+# Everything else follows from its service.toml: the compose files and Kubernetes.
+uv run --frozen python deploy/render.py --root "$context2"
+grep -q 'SERVICE: emt2' "$context2/deploy/compose/docker-compose.yml"
+grep -q '"emt2": "127.0.0.1:' "$context2/deploy/compose/endpoints.json"
+if command -v kubectl >/dev/null; then
+  kubectl kustomize "$context2/deploy/k8s" >"$work/emt2-k8s.yaml"
+  grep -q 'dns:///emt2.umlip.svc.cluster.local:50051' "$work/emt2-k8s.yaml"
+  grep -q 'image: umlip/emt2:0.1.0' "$work/emt2-k8s.yaml"
+  echo "emt2 in the rendered Kubernetes manifests ($work/emt2-k8s.yaml)"
+fi
+stage_done "emt2 from the template, rendered"
 
 # --- 6. Images ------------------------------------------------------------------------
 build() {  # NAME CONTEXT DOCKERFILE [ARGS...]
@@ -223,10 +235,31 @@ build() {  # NAME CONTEXT DOCKERFILE [ARGS...]
   echo "built in $((SECONDS - start)) s"
   stage_done "build $name"
 }
-build emt "$root" services/emt/Dockerfile
-build chgnet "$root" services/chgnet/Dockerfile "${torch_args[@]}"
+# A service's build arguments, from its service.toml (as deploy/render.py writes them
+# into the compose files).
+service_args() {  # ROOT NAME
+  python3 - "$1/services/$2/service.toml" <<'PY'
+import sys, tomllib
+d = tomllib.load(open(sys.argv[1], "rb"))
+for key, value in (("SERVICE", d["name"]), ("MODEL_PACKAGE", d["model_package"]),
+                   ("CHECKPOINT", d["checkpoint"])):
+    print(f"--build-arg={key}={value}")
+PY
+}
+mapfile -t emt_args < <(service_args "$root" emt)
+mapfile -t chgnet_args < <(service_args "$root" chgnet)
+mapfile -t emt2_args < <(service_args "$context2" emt2)
+build emt "$root" services/Dockerfile "${emt_args[@]}"
+build chgnet "$root" services/Dockerfile "${chgnet_args[@]}" "${torch_args[@]}"
 build orchestrator "$root" orchestrator/Dockerfile
-build emt2 "$context2" services/emt2/Dockerfile
+build emt2 "$context2" services/Dockerfile "${emt2_args[@]}"
+# The labels carry the model package and checkpoint of each description.
+for name in emt chgnet emt2; do
+  label="$(docker_cli image inspect --format '{{ index .Config.Labels "io.umlip.model.package" }}' \
+    "umlip/$name:$tag")"
+  [[ -n "$label" ]] || { echo "umlip/$name has no io.umlip.model.package label"; exit 1; }
+  echo "umlip/$name: $label"
+done
 # Earlier builds of these images that lost their tag (only this project's images).
 docker_cli image prune --force --filter label=io.umlip.contract >/dev/null
 echo
@@ -237,13 +270,12 @@ log "compose up: emt, chgnet, emt2 and the benchmark"
 emt_port="$(free_port)"
 chgnet_port="$(free_port)"
 emt2_port="$(free_port)"
-# The drop-in's compose block and endpoint line: nothing else names emt2.
+# emt2 as the rendered compose file of the drop-in tree describes it (on a free port).
 cat >"$work/emt2.yml" <<EOF
 version: "2.4"
 services:
   emt2:
-    extends: {file: $root/deploy/compose/docker-compose.yml, service: emt}
-    image: umlip/emt2:\${UMLIP_TAG:-0.1.0}
+    extends: {file: $context2/deploy/compose/docker-compose.yml, service: emt2}
     environment:
       UMLIP_PORT: "$emt2_port"
   benchmark:
@@ -256,7 +288,7 @@ cat >"$work/endpoints.json" <<EOF
 EOF
 mkdir -p "$work/results"
 chown 10001:10001 "$work/results"  # the images' user
-export UMLIP_TAG="$tag" COMPOSE_PROFILES=reference \
+export UMLIP_TAG="$tag" COMPOSE_PROFILES=optional \
   UMLIP_EMT_PORT="$emt_port" UMLIP_CHGNET_PORT="$chgnet_port" \
   UMLIP_ENDPOINTS="$work/endpoints.json" UMLIP_RESULTS="$work/results" \
   UMLIP_RUN_ARGS="--limit $limit --ion-mode clamped"

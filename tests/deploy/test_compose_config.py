@@ -20,11 +20,15 @@ from typing import Any
 import pytest
 import yaml
 
+from umlip_orchestrator.service_descriptions import read_descriptions
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "deploy" / "compose"
 #: The model services of the stack: those its endpoint list names.
 MODELS = sorted(json.loads((COMPOSE / "endpoints.json").read_text())["services"])
 HEALTH_PROBE = "/usr/local/lib/umlip/healthcheck.py"
+#: The services outside the default set (compose profile "optional").
+OPTIONAL = sorted(n for n, d in read_descriptions(REPO_ROOT / "services").items() if not d.default)
 
 Config = dict[str, Any]
 
@@ -67,15 +71,18 @@ def test_base_stack_runs_the_models_gated_on_health() -> None:
     config = render("docker-compose.yml")
     services = config["services"]
     assert {"chgnet", "mace", "mattersim", "sevennet"} <= set(MODELS)
-    assert sorted(services) == sorted([*MODELS, "benchmark", "emt"])
-    for name in [*MODELS, "emt"]:
+    assert sorted(services) == sorted([*MODELS, "benchmark", *OPTIONAL])
+    assert "emt" in OPTIONAL
+    for name in [*MODELS, *OPTIONAL]:
         check_model_service(services[name])
         assert services[name]["image"] == f"umlip/{name}:0.1.0"
-        assert services[name]["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        assert services[name]["build"]["dockerfile"] == "services/Dockerfile"
+        assert services[name]["build"]["args"]["SERVICE"] == name
         assert (REPO_ROOT / services[name]["build"]["dockerfile"]).is_file()
-    ports = [port_of(services[name]) for name in [*MODELS, "emt"]]
+    ports = [port_of(services[name]) for name in [*MODELS, *OPTIONAL]]
     assert len(set(ports)) == len(ports), "two services on one loopback port"
-    assert services["emt"]["profiles"] == ["reference"]
+    for name in OPTIONAL:  # outside the default set: started on demand
+        assert services[name]["profiles"] == ["optional"], name
     benchmark = services["benchmark"]
     assert benchmark["network_mode"] == "host"
     assert benchmark["depends_on"] == {m: {"condition": "service_healthy"} for m in MODELS}
@@ -143,7 +150,7 @@ def test_cpu_variant_builds_cpu_images() -> None:
 
 def test_e2e_stack_runs_emt_and_chgnet_on_chosen_ports() -> None:
     config = render(
-        "e2e.yml", COMPOSE_PROFILES="reference", UMLIP_EMT_PORT="41001", UMLIP_CHGNET_PORT="41002"
+        "e2e.yml", COMPOSE_PROFILES="optional", UMLIP_EMT_PORT="41001", UMLIP_CHGNET_PORT="41002"
     )
     services = config["services"]
     assert sorted(services) == ["benchmark", "chgnet", "emt"]

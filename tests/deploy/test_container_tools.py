@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from umlip_orchestrator.client import PotentialClient
+from umlip_orchestrator.service_descriptions import read_description, read_descriptions
 from umlip_serve.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,14 +89,24 @@ def test_new_service_from_the_template_serves_under_its_name(
     )
     assert result.returncode == 0, result.stderr
     service = tmp_path / "services" / "emt2"
-    dockerfile = (service / "Dockerfile").read_text()
-    assert "ARG SERVICE=emt2" in dockerfile
-    assert '"-m", "umlip_emt2"]' in dockerfile
+    assert not (service / "Dockerfile").exists()  # the one services/Dockerfile builds it
     assert 'name = "umlip-emt2"' in (service / "pyproject.toml").read_text()
     assert 'name = "umlip-emt2"' in (service / "uv.lock").read_text()
-    # What its image build needs besides the service, so tmp_path is a build context.
-    for path in ("proto/src", "services/common/src", "deploy/docker/install.sh"):
-        assert (tmp_path / path).exists(), path
+    described = read_description(service / "service.toml")
+    assert (described.name, described.module, described.default) == ("emt2", "umlip_emt2", True)
+    ports = [d.port for d in read_descriptions(REPO_ROOT / "services").values()]
+    assert described.port == max(ports) + 1
+    # A copy of the repository, so tmp_path is a build context and a tree to render.
+    for path in (
+        "proto/src",
+        "services/common/src",
+        "services/Dockerfile",
+        "deploy/docker/install.sh",
+        "deploy/render.py",
+        "services/chgnet/uv.lock",
+    ):
+        assert (tmp_path / path).exists(), path  # fmt: skip
+    assert not list(tmp_path.glob("services/*/.venv"))
     with (
         ServiceProcess(
             python=emt_python,

@@ -1,9 +1,12 @@
-"""The Dockerfiles, read as text: one per service, all built the same way.
+"""The Dockerfiles, read as text: one parameterised Dockerfile for every service.
 
-Each service image installs its own lock file, runs as a non-root user, serves with
-``python -m umlip_<name>``, probes grpc.health.v1 in its HEALTHCHECK and labels its model
-package at the version its lock pins; every file a Dockerfile copies exists. The real
-builds run in scripts/container-e2e.sh.
+``services/Dockerfile`` builds any service folder (``--build-arg SERVICE=<name>``): it
+installs that service's own lock file, runs as a non-root user, serves with ``python -m
+umlip_<name>``, probes grpc.health.v1 in its HEALTHCHECK and labels the model package
+and checkpoint; the compose files pass each service's arguments from its service.toml,
+and the label's package version is the one the service's lock pins. No service folder
+has a Dockerfile of its own. Every file a Dockerfile copies exists. The real builds run
+in scripts/container-e2e.sh.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+
+from umlip_orchestrator.service_descriptions import read_descriptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = sorted(
-    p.parent.name
-    for p in (REPO_ROOT / "services").glob("*/pyproject.toml")
-    if p.parent.name != "common"
-)
+DOCKERFILE = REPO_ROOT / "services" / "Dockerfile"
+DESCRIPTIONS = read_descriptions(REPO_ROOT / "services")
+SERVICES = sorted(DESCRIPTIONS)
 TORCH_SERVICES = ["chgnet", "mace", "mattersim", "sevennet"]
 
 
@@ -51,9 +55,9 @@ def one(path: Path, keyword: str) -> str:
     return value
 
 
-def copied_sources(path: Path) -> list[str]:
+def copied_sources(path: Path, service: str = "") -> list[str]:
     """Paths the build context must have for the Dockerfile's COPY instructions."""
-    service = args_of(path).get("SERVICE", "")
+    service = service or args_of(path).get("SERVICE", "")
     sources = []
     for keyword, rest in instructions(path):
         if keyword == "COPY" and "--from=" not in rest:
@@ -68,59 +72,51 @@ def locked_version(service: str, package: str) -> str:
     return version
 
 
-def test_the_services_are_the_expected_ones() -> None:
+def test_every_service_folder_is_described_and_has_no_dockerfile_of_its_own() -> None:
+    folders = sorted(p.parent.name for p in (REPO_ROOT / "services").glob("*/pyproject.toml"))
+    assert sorted([*SERVICES, "common"]) == folders
     assert {"emt", *TORCH_SERVICES} <= set(SERVICES)
+    assert not list((REPO_ROOT / "services").glob("*/Dockerfile"))
+
+
+def test_one_dockerfile_builds_any_service_and_serves_its_module() -> None:
+    args = args_of(DOCKERFILE)
+    for name in ("SERVICE", "BASE_IMAGE", "TOOLS_IMAGE", "TORCH_VARIANT", "TORCH_INDEX_URL",
+                 "TORCH_FIND_LINKS", "VERSION", "MODEL_PACKAGE", "CHECKPOINT",
+                 "BAKE_CHECKPOINT"):  # fmt: skip
+        assert name in args, name
+    assert args["SERVICE"] == ""  # required: the build fails without it
+    assert args["BASE_IMAGE"].startswith("nvidia/cuda:")  # production: CUDA torch
+    assert args["TORCH_VARIANT"] == ""  # PyPI's default torch build: CUDA on Linux x86_64
+    assert json.loads(one(DOCKERFILE, "ENTRYPOINT")) == ["/usr/local/bin/umlip-service"]
+    runs = " ".join(rest for k, rest in instructions(DOCKERFILE) if k == "RUN")
+    assert 'module="umlip_$(echo "${SERVICE}" | tr - _)"' in runs
+    assert "exec /opt/venv/bin/python -m %s" in runs  # the entrypoint runs that module
+    assert "install.sh deps /opt/umlip/services/${SERVICE}" in runs
+    assert 'warm.py "umlip_$(echo "${SERVICE}" | tr - _)"' in runs  # BAKE_CHECKPOINT
+    assert one(DOCKERFILE, "USER") == "10001:10001"
+    health = one(DOCKERFILE, "HEALTHCHECK")
+    assert health.endswith('CMD ["/opt/venv/bin/python", "/usr/local/lib/umlip/healthcheck.py"]')
+    labels = one(DOCKERFILE, "LABEL")
+    for label in ("org.opencontainers.image.title", "org.opencontainers.image.version",
+                  'io.umlip.model.name="${SERVICE}"', 'io.umlip.model.package="${MODEL_PACKAGE}"',
+                  'io.umlip.model.checkpoint="${CHECKPOINT}"'):  # fmt: skip
+        assert label in labels, label
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_service_image_installs_its_lock_and_serves_its_module(service: str) -> None:
-    dockerfile = REPO_ROOT / "services" / service / "Dockerfile"
-    assert dockerfile.is_file(), f"services/{service} has no Dockerfile"
-    args = args_of(dockerfile)
-    assert args["SERVICE"] == service
-    for name in (
-        "BASE_IMAGE",
-        "TOOLS_IMAGE",
-        "TORCH_VARIANT",
-        "TORCH_INDEX_URL",
-        "TORCH_FIND_LINKS",
-        "VERSION",
-        "MODEL_PACKAGE",
-    ):
-        assert name in args, name
-    entrypoint = json.loads(one(dockerfile, "ENTRYPOINT"))
-    assert entrypoint == ["/opt/venv/bin/python", "-m", f"umlip_{service}"]
-    assert (REPO_ROOT / "services" / service / "src" / f"umlip_{service}").is_dir()
-    assert one(dockerfile, "USER") == "10001:10001"
-    health = one(dockerfile, "HEALTHCHECK")
-    assert health.endswith('CMD ["/opt/venv/bin/python", "/usr/local/lib/umlip/healthcheck.py"]')
-    runs = " ".join(rest for k, rest in instructions(dockerfile) if k == "RUN")
-    assert "install.sh deps /opt/umlip/services/${SERVICE}" in runs
-    labels = one(dockerfile, "LABEL")
-    for label in (
-        "org.opencontainers.image.title",
-        "org.opencontainers.image.version",
-        "io.umlip.model.name",
-        "io.umlip.model.package",
-    ):
-        assert label in labels, label
-    package, _, version = args["MODEL_PACKAGE"].partition("==")
-    assert version == locked_version(service, package), "MODEL_PACKAGE label vs uv.lock"
-
-
-@pytest.mark.parametrize("service", TORCH_SERVICES)
-def test_torch_services_default_to_a_cuda_base(service: str) -> None:
-    args = args_of(REPO_ROOT / "services" / service / "Dockerfile")
-    assert args["BASE_IMAGE"].startswith("nvidia/cuda:")
-    assert args["TORCH_VARIANT"] == ""  # PyPI's default torch build: CUDA on Linux x86_64
-
-
-@pytest.mark.parametrize("service", ["mace", "mattersim"])
-def test_foundation_model_services_can_bake_weights(service: str) -> None:
-    dockerfile = REPO_ROOT / "services" / service / "Dockerfile"
-    assert "BAKE_CHECKPOINT" in args_of(dockerfile)
-    runs = " ".join(rest for k, rest in instructions(dockerfile) if k == "RUN")
-    assert f"warm.py umlip_{service}" in runs
+def test_compose_builds_each_service_with_its_description(service: str) -> None:
+    description = DESCRIPTIONS[service]
+    compose = yaml.safe_load((REPO_ROOT / "deploy/compose/docker-compose.yml").read_text())
+    build = compose["services"][service]["build"]
+    assert build["dockerfile"] == "services/Dockerfile"
+    assert build["args"]["SERVICE"] == service
+    assert build["args"]["MODEL_PACKAGE"] == description.model_package
+    assert build["args"]["CHECKPOINT"] == description.checkpoint
+    assert ("BASE_IMAGE" in build["args"]) is not description.gpu  # torch: the CUDA default
+    package, _, version = description.model_package.partition("==")
+    assert version == locked_version(service, package), "model_package vs uv.lock"
+    assert (REPO_ROOT / "services" / service / "src" / description.module).is_dir()
 
 
 def test_orchestrator_image() -> None:
@@ -132,12 +128,11 @@ def test_orchestrator_image() -> None:
     assert "install.sh deps /opt/umlip --package umlip-orchestrator" in runs
 
 
-@pytest.mark.parametrize(
-    "dockerfile",
-    [f"services/{s}/Dockerfile" for s in SERVICES] + ["orchestrator/Dockerfile"],
-)
-def test_every_copied_path_exists(dockerfile: str) -> None:
-    sources = copied_sources(REPO_ROOT / dockerfile)
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_copied_path_exists(service: str) -> None:
+    sources = copied_sources(DOCKERFILE, service)
     assert sources
     missing = [s for s in sources if not (REPO_ROOT / s).exists()]
     assert not missing, missing
+    orchestrator = copied_sources(REPO_ROOT / "orchestrator" / "Dockerfile")
+    assert not [s for s in orchestrator if not (REPO_ROOT / s).exists()]

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--endpoints", type=Path, help="JSON endpoint list {services: {name: target}}")
     run.add_argument(
         "--models",
-        help="comma-separated services of deploy/local/services.toml to launch locally "
+        help="comma-separated services (services/<name>/service.toml) to launch locally "
         "(default: the default set)",
     )
     _add_checkpoint_flag(run)

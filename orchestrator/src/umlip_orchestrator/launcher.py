@@ -1,9 +1,9 @@
 """The local launcher: each service in its own virtual environment, on loopback.
 
-Reads ``deploy/local/services.toml``, creates or reuses each service's environment from
-its lock file (``uv sync --frozen``; skipped when the lock has not changed since the
-last sync), starts each server on a free loopback port, waits for health SERVING and
-writes the endpoint list the orchestrator reads.
+Reads the service descriptions (``services/<name>/service.toml``), creates or reuses
+each service's environment from its lock file (``uv sync --frozen``; skipped when the
+lock has not changed since the last sync), starts each server on a free loopback port,
+waits for health SERVING and writes the endpoint list the orchestrator reads.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import os
 import shutil
 import subprocess
 import threading
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
+from umlip_orchestrator.service_descriptions import (
+    SERVICES_DIR,
+    ServiceDescriptionError,
+    read_descriptions,
+)
 from umlip_serve.process import ServiceProcess, ServiceStartError
 from umlip_serve.settings import available_cpus
 
 logger = logging.getLogger("umlip_orchestrator.launcher")
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_SERVICE_LIST = REPO_ROOT / "deploy" / "local" / "services.toml"
 
 
 class LauncherError(RuntimeError):
@@ -50,25 +51,21 @@ class LocalService:
         return self.project / ".venv" / "bin" / "python"
 
 
-def read_service_list(path: Path = DEFAULT_SERVICE_LIST) -> dict[str, LocalService]:
-    """Parses the service list; project paths are relative to the repository root."""
+def read_service_list(services_dir: Path = SERVICES_DIR) -> dict[str, LocalService]:
+    """The services described under ``services_dir`` (``services/<name>/service.toml``,
+    read at run time: a new folder is a new service, nothing else to edit).
+
+    Raises:
+        LauncherError: a description is invalid.
+    """
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise LauncherError(f"cannot read service list {path}: {error}") from error
-    services = {}
-    for name, entry in data.get("services", {}).items():
-        try:
-            services[name] = LocalService(
-                name=name,
-                project=(REPO_ROOT / entry["project"]).resolve(),
-                module=entry["module"],
-                env={k: str(v) for k, v in entry.get("env", {}).items()},
-                default=bool(entry.get("default", True)),
-            )
-        except KeyError as error:
-            raise LauncherError(f"{path}: service {name} lacks {error}") from error
-    return services
+        descriptions = read_descriptions(services_dir)
+    except ServiceDescriptionError as error:
+        raise LauncherError(str(error)) from error
+    return {
+        name: LocalService(name=name, project=d.folder, module=d.module, default=d.default)
+        for name, d in descriptions.items()
+    }
 
 
 def with_checkpoints(

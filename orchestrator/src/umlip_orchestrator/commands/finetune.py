@@ -72,7 +72,7 @@ def add_finetune_parser(commands: argparse._SubParsersAction) -> None:
     label.add_argument("--out", type=Path, help="training file (default SELECTION/training.xyz)")
 
     run = steps.add_parser("run", help="fine-tune a model in its own environment")
-    run.add_argument("--model", required=True, help="a service of deploy/local/services.toml")
+    run.add_argument("--model", required=True, help="a service (services/<name>/service.toml)")
     run.add_argument("--train", type=Path, required=True, help="canonical training file")
     run.add_argument("--valid", type=Path, help="validation file (default: part of --train)")
     run.add_argument("--out", type=Path, required=True, help="output folder")
