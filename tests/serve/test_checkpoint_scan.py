@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_checkpoint_sha256 import Recorder
+from test_checkpoint_sha256 import Recorder, load
 
-from umlip_serve import CalculatorSetupError, Settings
+from umlip_serve import CalculatorSetupError
 from umlip_serve.checkpoint_scan import (
     TENSOR_CHECKPOINT_GLOBALS,
     UNVERIFIABLE,
@@ -26,7 +26,6 @@ from umlip_serve.checkpoint_scan import (
     disallowed_globals,
 )
 from umlip_serve.process import ServiceProcess, ServiceStartError
-from umlip_serve.server import create_server, load_into
 
 
 class Payload:
@@ -95,16 +94,6 @@ def test_a_file_that_is_no_pickle_has_no_globals(tmp_path: Path) -> None:
     assert checkpoint_globals(path) == set()
 
 
-def serve_checkpoint(path: Path, expected: str = "") -> None:
-    settings = Settings(port=0, checkpoint=str(path), checkpoint_sha256=expected)
-    potential = Recorder(settings)
-    server, _, servicer, health = create_server(potential, settings)
-    try:
-        load_into(potential, settings, servicer, health).close()
-    finally:
-        server.stop(None)
-
-
 def test_the_harness_refuses_a_payload_before_the_adapter_loads(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     checkpoint = write_zip_checkpoint(
@@ -112,10 +101,10 @@ def test_the_harness_refuses_a_payload_before_the_adapter_loads(tmp_path: Path) 
     )
     Recorder.loads = 0
     with pytest.raises(CalculatorSetupError, match=r"would import posix.system|nt.system"):
-        serve_checkpoint(checkpoint)
+        load(str(checkpoint), "")
     assert Recorder.loads == 0 and not marker.exists()
     clean = write_zip_checkpoint(tmp_path / "clean.pt", {"state": OrderedDict(a=np.zeros(2))})
-    serve_checkpoint(clean)
+    load(str(clean), "")
     assert Recorder.loads == 1
 
 

@@ -57,6 +57,7 @@ from umlip_orchestrator.report.io import (
     write_parquet,
 )
 from umlip_orchestrator.report.metrics import error_stats, relative_change
+from umlip_orchestrator.report.provenance import PERFORMANCE_KEYS, flatten
 from umlip_orchestrator.report.spec import PROPERTIES, epsilons
 from umlip_orchestrator.report.study import load_study, published_finetuning_tables
 
@@ -65,8 +66,6 @@ NAN = math.nan
 ALL = "all"
 #: A value moves when |B - A| / |A| exceeds this (protocol sensitivity).
 SHIFT_THRESHOLD = 0.05
-#: Workflow settings that change only the speed of a run, not its results.
-PERFORMANCE_KEYS = frozenset({"max_active", "requests_in_flight"})
 #: Column of the results table holding the strain-linearity diagnostic (absent in old runs).
 STRAIN_DEPENDENCE_COLUMN = "max_strain_dependence_pct"
 
@@ -269,18 +268,6 @@ def _setting_text(value: Any) -> str:
     return str(value)
 
 
-def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as ``{"relax.fmax": 0.1, ...}`` (lists kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_settings(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def run_workflow(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """The workflow settings of a run (its latest manifest entry), with notes.
 
@@ -293,7 +280,7 @@ def run_workflow(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [f"no readable {path} ({type(error).__name__}): settings unknown"]
     runs = manifest.get("runs", []) if isinstance(manifest, dict) else []
     workflows = [
-        flatten_settings(r["workflow"])
+        flatten(r["workflow"])
         for r in runs
         if isinstance(r, dict) and isinstance(r.get("workflow"), dict)
     ]
@@ -315,8 +302,8 @@ def settings_diff(
     workflow_a: Mapping[str, Any] | None, workflow_b: Mapping[str, Any] | None
 ) -> list[SettingChange]:
     """The flattened workflow settings that differ, performance-only keys left out."""
-    a = _drop_performance(flatten_settings(workflow_a or {}))
-    b = _drop_performance(flatten_settings(workflow_b or {}))
+    a = _drop_performance(flatten(workflow_a or {}))
+    b = _drop_performance(flatten(workflow_b or {}))
     return [
         SettingChange(key, a.get(key), b.get(key))
         for key in sorted(a.keys() | b.keys())

@@ -69,6 +69,17 @@ class MaterialFlags:
     def any(self) -> bool:
         return bool(self.unstable_models or self.dft_unstable or self.strain_dependent_models)
 
+    def marks(self) -> list[str]:
+        """The flags in words (empty when there is none)."""
+        marks = []
+        if self.dft_unstable:
+            marks.append("DFT tensor not Born-stable")
+        if self.unstable_models:
+            marks.append("not Born-stable: " + ", ".join(self.unstable_models))
+        if self.strain_dependent_models:
+            marks.append("strain-dependent: " + ", ".join(self.strain_dependent_models))
+        return marks
+
 
 def _read(path: Path, wanted: Sequence[str]) -> list[dict[str, Any]]:
     if not path.is_file():
@@ -351,13 +362,7 @@ def _index(flags: Sequence[MaterialFlags]) -> str:
     esc = html.escape
     rows = []
     for flag in flags:
-        marks = []
-        if flag.dft_unstable:
-            marks.append("DFT tensor not Born-stable")
-        if flag.unstable_models:
-            marks.append("not Born-stable: " + ", ".join(flag.unstable_models))
-        if flag.strain_dependent_models:
-            marks.append("strain-dependent: " + ", ".join(flag.strain_dependent_models))
+        marks = flag.marks()
         rows.append(
             f'<tr><td><a href="{esc(page_name(flag.material_id))}">{esc(flag.material_id)}</a></td>'
             f'<td>{esc(flag.formula)}</td><td class="{"flag" if marks else ""}">'

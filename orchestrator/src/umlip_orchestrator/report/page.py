@@ -240,14 +240,7 @@ def flagged_section(flags: Sequence[MaterialFlags], threshold_pct: float) -> Sec
     flagged = [f for f in flags if f.any]
     rows, links = [], []
     for flag in flagged:
-        marks = []
-        if flag.dft_unstable:
-            marks.append("DFT tensor not Born-stable")
-        if flag.unstable_models:
-            marks.append("not Born-stable: " + ", ".join(flag.unstable_models))
-        if flag.strain_dependent_models:
-            marks.append("strain-dependent: " + ", ".join(flag.strain_dependent_models))
-        rows.append((flag.material_id, flag.formula, "; ".join(marks)))
+        rows.append((flag.material_id, flag.formula, "; ".join(flag.marks())))
         links.append(page_href(flag.material_id))
     return Section(
         "flagged",
