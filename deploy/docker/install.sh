@@ -50,17 +50,36 @@ case "${1:-}" in
     requirements="$(mktemp --suffix=.txt)"
     export_lock "$project" --no-emit-package torch "$@" >"$requirements"
     log "$(grep -c '==' "$requirements") locked packages from $project/uv.lock"
-    "${uv_pip[@]}" --no-deps --require-hashes -r "$requirements"
     torch_version="$(export_lock "$project" --no-hashes "$@" |
       sed -n 's/^torch==\([^ ;+]*\).*/\1/p' | head -n 1)"
-    if [[ -n "$torch_version" ]]; then
-      spec="torch==${torch_version}${TORCH_VARIANT:-}"
-      args=()
+    install_torch() {
+      local spec="torch==${torch_version}${TORCH_VARIANT:-}" args=()
       [[ -n "${TORCH_INDEX_URL:-}" ]] && args+=(--extra-index-url "$TORCH_INDEX_URL")
       [[ -n "${TORCH_FIND_LINKS:-}" ]] && args+=(--find-links "$TORCH_FIND_LINKS")
       log "installing $spec ${args[*]}"
-      # Its locked dependencies are already there; a CUDA build adds its CUDA libraries.
       "${uv_pip[@]}" "${args[@]}" "$spec"
+    }
+    # Packages built from source against torch ([tool.uv] extra-build-dependencies of
+    # the project, e.g. torch-scatter): torch first, then they build without isolation
+    # against the torch the image runs.
+    mapfile -t against_torch < <("$venv/bin/python" - "$project/pyproject.toml" <<'PY'
+import sys, tomllib
+uv = tomllib.load(open(sys.argv[1], "rb")).get("tool", {}).get("uv", {})
+print("\n".join(uv.get("extra-build-dependencies", {})))
+PY
+)
+    no_isolation=()
+    if [[ -n "$torch_version" && ${#against_torch[@]} -gt 0 && -n "${against_torch[0]}" ]]; then
+      install_torch
+      "${uv_pip[@]}" setuptools wheel
+      for package in "${against_torch[@]}"; do
+        no_isolation+=(--no-build-isolation-package "$package")
+      done
+    fi
+    "${uv_pip[@]}" --no-deps --require-hashes "${no_isolation[@]}" -r "$requirements"
+    if [[ -n "$torch_version" && ${#no_isolation[@]} -eq 0 ]]; then
+      # Its locked dependencies are already there; a CUDA build adds its CUDA libraries.
+      install_torch
     fi
     rm -f "$requirements"
     ;;
