@@ -31,9 +31,9 @@ from ase import Atoms
 from ase.io import read
 from numpy.typing import NDArray
 
-from umlip_serve.batch import StructureError, StructureOutput, StructureResult
 from umlip_serve.conformance import remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.batch import StructureError, StructureOutput, StructureResult
+from umlip_wire.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MPTRJ_RANDOM = REPO_ROOT.parent / "shared" / "data" / "mptrj-random-1k.xyz"

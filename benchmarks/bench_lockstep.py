@@ -21,7 +21,7 @@ from umlip_orchestrator.client import PotentialClient
 from umlip_orchestrator.datasets import Material
 from umlip_orchestrator.examples import emt_crystals
 from umlip_orchestrator.workflow import WorkflowSettings, run_elastic_workflow
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 EMT_PYTHON = Path(__file__).resolve().parents[1] / "services" / "emt" / ".venv" / "bin" / "python"
 

@@ -30,7 +30,7 @@ from ase.build import bulk
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve.conformance import remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from ase.build import bulk
 from umlip_emt import EMTPotential
 from umlip_serve import ALL_PROPERTIES, Settings, atoms_to_batch
 from umlip_serve.conformance import remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 SERVICES = Path(__file__).resolve().parents[1] / "services"
 

@@ -76,7 +76,7 @@ from umlip_orchestrator.datasets import load_dataset
 from umlip_orchestrator.runner import RunConfig, run_benchmark
 from umlip_orchestrator.tables import ResultStore
 from umlip_orchestrator.workflow import WorkflowSettings
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MP_BINARY = REPO_ROOT.parent / "shared" / "data" / "mp-binary-pbe-elasticity-2025.1.json.gz"

@@ -29,7 +29,7 @@ from ase.io import read
 
 from umlip_serve.conformance import remote_calculate
 from umlip_serve.finetune import GPA_PER_EV_PER_A3, frame_label, labelled_frame, write_training_file
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT.parent / "shared" / "data"

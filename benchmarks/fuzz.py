@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz import CHGNET_LIMITS, DEADLINE_S, EMT_LIMITS, emt_energy
 
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 def main() -> int:

@@ -37,8 +37,8 @@ from conftest import service_python
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve import atoms_to_batch
-from umlip_serve.codec import encode_batch
-from umlip_serve.process import ServiceProcess
+from umlip_wire.codec import encode_batch
+from umlip_wire.process import ServiceProcess
 
 
 def request_pool(count: int, seed: int = 0) -> list[tuple[list[Atoms], pb.CalculateRequest]]:

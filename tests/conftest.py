@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from shared_data import REPO_ROOT
 
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 def service_python(name: str) -> Path:

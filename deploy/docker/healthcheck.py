@@ -19,8 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from umlip_serve.tls import ClientTls
-from umlip_serve.tls import channel as tls_channel
+from umlip_wire.tls import ClientTls
+from umlip_wire.tls import channel as tls_channel
 
 _WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
 

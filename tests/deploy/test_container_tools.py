@@ -18,7 +18,7 @@ import pytest
 
 from umlip_orchestrator.client import PotentialClient
 from umlip_orchestrator.service_descriptions import read_description, read_descriptions
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER = REPO_ROOT / "deploy" / "docker"
@@ -99,6 +99,7 @@ def test_new_service_from_the_template_serves_under_its_name(
     # A copy of the repository, so tmp_path is a build context and a tree to render.
     for path in (
         "proto/src",
+        "wire/src",
         "services/common/src",
         "services/Dockerfile",
         "deploy/docker/install.sh",

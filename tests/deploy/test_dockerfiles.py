@@ -126,6 +126,19 @@ def test_orchestrator_image() -> None:
     assert "RAY_EXTRAS" in args_of(dockerfile)
     runs = " ".join(rest for k, rest in instructions(dockerfile) if k == "RUN")
     assert "install.sh deps /opt/umlip --package umlip-orchestrator" in runs
+    # The contract and the wire package, not the server harness.
+    sources = copied_sources(dockerfile)
+    assert {"proto/src", "wire/pyproject.toml", "wire/src", "orchestrator/src"} <= set(sources)
+    assert not [s for s in sources if s.startswith("services/")], sources
+    assert "/opt/umlip/proto /opt/umlip/wire /opt/umlip/orchestrator" in runs
+    assert "services/common" not in runs
+
+
+def test_service_image_installs_the_wire_package_with_the_harness() -> None:
+    sources = copied_sources(DOCKERFILE, "emt")
+    assert {"proto/src", "wire/pyproject.toml", "wire/src", "services/common/src"} <= set(sources)
+    runs = " ".join(rest for k, rest in instructions(DOCKERFILE) if k == "RUN")
+    assert "/opt/umlip/proto /opt/umlip/wire /opt/umlip/services/common" in " ".join(runs.split())
 
 
 @pytest.mark.parametrize("service", SERVICES)

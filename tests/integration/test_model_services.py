@@ -21,7 +21,7 @@ from shared_data import REPO_ROOT
 
 from umlip_orchestrator.runner import RunConfig, run_benchmark
 from umlip_orchestrator.workflow import WorkflowSettings
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 SAMPLE = REPO_ROOT / "data" / "mp-binary-sample-20.json.gz"
 

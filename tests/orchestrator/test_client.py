@@ -18,7 +18,7 @@ from ase.optimize import FIRE
 from umlip_orchestrator.calculator import RemoteCalculator
 from umlip_orchestrator.client import PotentialClient, ServiceError
 from umlip_orchestrator.evaluation import Evaluation, StructureFailed
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 def test_info_describes_the_service(emt_service: ServiceProcess) -> None:

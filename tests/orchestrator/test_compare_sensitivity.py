@@ -22,7 +22,7 @@ from umlip_orchestrator.examples import emt_crystals
 from umlip_orchestrator.report.compare import SensitivityRow, StrainFlagRow
 from umlip_orchestrator.report.io import read_rows
 from umlip_orchestrator.report.spec import PROPERTIES
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 #: fcc Cu, then the strained, rattled, sheared and squeezed crystals (far from their
 #: minimum, where fmax matters).

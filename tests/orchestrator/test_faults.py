@@ -27,7 +27,7 @@ import pytest
 from ray_nodes import RAY_TEST_ENV
 
 from umlip_orchestrator.examples import emt_crystals
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 FLAGS = ["--ion-mode", "relaxed", "--no-progress", "--group-size", "5"]
 COMPARED = ["material_id", "status", "relax_steps", "elastic_tensor_gpa"]

@@ -21,7 +21,7 @@ from ase.io import read, write
 from shared_data import DE_JONG, load_json_gz
 
 from umlip_orchestrator.cli import main
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 #: Small de Jong materials made of elements EMT describes (DFT tensors in the set).
 MATERIALS = ("mp-522", "mp-1487", "mp-829", "mp-644311", "mp-10597", "mp-12794")

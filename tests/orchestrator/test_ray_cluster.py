@@ -22,7 +22,7 @@ import pytest
 from ray_nodes import RAY_TEST_ENV, free_port, start_node, stop_node, wait_for_port
 
 from umlip_orchestrator.examples import emt_crystals
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 COMPARED = ["material_id", "status", "relax_steps", "relaxed_cell_a", "elastic_tensor_gpa"]
 

@@ -23,7 +23,7 @@ from ase.build import bulk
 from ray_nodes import RAY_TEST_ENV, free_port, start_node, stop_node, wait_for_port
 
 from umlip_orchestrator.examples import emt_crystals
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 RUN_FLAGS = ["--ion-mode", "clamped", "--group-size", "2", "--no-progress"]
 COMPARED = [

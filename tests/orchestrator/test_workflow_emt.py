@@ -21,7 +21,7 @@ from umlip_orchestrator.elastic import StrainSettings
 from umlip_orchestrator.relax import RelaxSettings
 from umlip_orchestrator.units import EV_PER_A3_TO_GPA
 from umlip_orchestrator.workflow import WorkflowSettings, run_elastic_workflow
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 METALS = {"Cu": 3.6, "Al": 4.05, "Ni": 3.52}
 

@@ -15,8 +15,8 @@ from ase.build import bulk
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve import atoms_to_batch
-from umlip_serve.codec import decode_response, encode_batch
-from umlip_serve.process import ServiceProcess
+from umlip_wire.codec import decode_response, encode_batch
+from umlip_wire.process import ServiceProcess
 
 MAX_ATOMS = 500
 MAX_BYTES = 256 * 1024

@@ -12,7 +12,7 @@ from scripted_potential import scripted_server
 
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip_serve import CalculatorSetupError, Settings, StructureBatch
-from umlip_serve.codec import encode_batch
+from umlip_wire.codec import encode_batch
 
 
 def tagged(*tags: float) -> pb.CalculateRequest:
@@ -71,9 +71,9 @@ def test_atoms_far_outside_a_periodic_cell_are_refused_in_band() -> None:
     (which hung a CHGNet server in the fuzz test) is an in-band error, found at once."""
     from ase.build import bulk
 
-    from umlip_serve.ase_bridge import atoms_to_batch
-    from umlip_serve.batch import StructureErrorCode
     from umlip_serve.validation import MAX_CELLS_AWAY, check_structure
+    from umlip_wire.ase_bridge import atoms_to_batch
+    from umlip_wire.batch import StructureErrorCode
 
     crystal = bulk("Cu", "fcc", a=3.6, cubic=True)
     near, far = crystal.copy(), crystal.copy()
@@ -91,8 +91,8 @@ def test_atoms_far_outside_a_periodic_cell_are_refused_in_band() -> None:
 def test_density_bound_admits_compressed_solids_and_refuses_absurd_ones() -> None:
     from ase.build import bulk
 
-    from umlip_serve.ase_bridge import atoms_to_batch
     from umlip_serve.validation import MAX_ATOM_DENSITY, check_structure
+    from umlip_wire.ase_bridge import atoms_to_batch
 
     diamond = bulk("C", "diamond", a=3.567, cubic=True)  # 0.176 atoms/Å^3, densest solid
     squeezed = diamond.copy()

@@ -24,9 +24,9 @@ from scripted_potential import ScriptedPotential, scripted_server
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip_orchestrator.client import PotentialClient
 from umlip_serve import CalculatorSetupError, Property, Settings, StructureBatch
-from umlip_serve.codec import encode_batch, encode_properties
 from umlip_serve.potential import resolve_settings
-from umlip_serve.process import ServiceProcess, ServiceStartError
+from umlip_wire.codec import encode_batch, encode_properties
+from umlip_wire.process import ServiceProcess, ServiceStartError
 
 
 class Float32Only(ScriptedPotential):

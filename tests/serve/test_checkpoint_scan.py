@@ -25,7 +25,7 @@ from umlip_serve.checkpoint_scan import (
     checkpoint_globals,
     disallowed_globals,
 )
-from umlip_serve.process import ServiceProcess, ServiceStartError
+from umlip_wire.process import ServiceProcess, ServiceStartError
 
 
 class Payload:

@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from umlip_serve.conformance import remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 def client_structures(client: int) -> list[Atoms]:

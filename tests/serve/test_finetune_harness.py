@@ -24,8 +24,8 @@ from umlip_serve.finetune import (
     resolve_finetuned,
     write_training_file,
 )
-from umlip_serve.potential import file_sha256
-from umlip_serve.process import ServiceProcess, ServiceStartError
+from umlip_wire.digest import file_sha256
+from umlip_wire.process import ServiceProcess, ServiceStartError
 
 
 def _frames(n: int, source: str | None = "dft") -> list:

@@ -20,7 +20,7 @@ from fuzz_requests import Fuzzer, Target, cases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 #: Small limits, so that requests at and over them stay cheap.
 EMT_LIMITS = {"UMLIP_MAX_BATCH_ATOMS": "100", "UMLIP_MAX_MESSAGE_BYTES": str(64 * 1024)}

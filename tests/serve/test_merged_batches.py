@@ -17,7 +17,7 @@ from scripted_potential import FAIL, NAN, SHORT, scripted_server
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve import Property, Settings, StructureBatch, StructureError, StructureOutput
-from umlip_serve.codec import decode_response, encode_batch, encode_properties
+from umlip_wire.codec import decode_response, encode_batch, encode_properties
 
 CALLERS = 24
 

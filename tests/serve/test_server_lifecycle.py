@@ -26,9 +26,9 @@ from umlip_serve import (
     StructureResult,
     atoms_to_batch,
 )
-from umlip_serve.codec import encode_batch
-from umlip_serve.process import ServiceProcess
 from umlip_serve.server import create_server, load_into
+from umlip_wire.codec import encode_batch
+from umlip_wire.process import ServiceProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

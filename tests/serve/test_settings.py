@@ -7,7 +7,8 @@ import os
 import pytest
 
 from umlip_serve import CalculatorSetupError
-from umlip_serve.settings import Settings, available_cpus
+from umlip_serve.settings import Settings
+from umlip_wire.cpus import available_cpus
 
 
 def test_torch_threads_default_to_every_available_cpu() -> None:

@@ -17,8 +17,8 @@ from ase.build import bulk
 
 from umlip_orchestrator.client import PotentialClient, ServiceError
 from umlip_orchestrator.evaluation import Evaluation
-from umlip_serve.process import ServiceProcess, ServiceStartError
-from umlip_serve.tls import ClientTls
+from umlip_wire.process import ServiceProcess, ServiceStartError
+from umlip_wire.tls import ClientTls
 
 EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 

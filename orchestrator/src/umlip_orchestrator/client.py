@@ -21,12 +21,12 @@ from ase import Atoms
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_orchestrator.evaluation import Evaluation, StructureFailed
-from umlip_serve.ase_bridge import atoms_to_batch
-from umlip_serve.batch import ALL_PROPERTIES, Property, StructureError, StructureOutput
-from umlip_serve.codec import WIRE_TO_PROPERTY, decode_response, encode_batch, encode_properties
-from umlip_serve.provenance import PROVENANCE_KIND
-from umlip_serve.tls import ClientTls
-from umlip_serve.tls import channel as tls_channel
+from umlip_wire.ase_bridge import atoms_to_batch
+from umlip_wire.batch import ALL_PROPERTIES, Property, StructureError, StructureOutput
+from umlip_wire.codec import WIRE_TO_PROPERTY, decode_response, encode_batch, encode_properties
+from umlip_wire.provenance import PROVENANCE_KIND
+from umlip_wire.tls import ClientTls
+from umlip_wire.tls import channel as tls_channel
 
 logger = logging.getLogger("umlip_orchestrator.client")
 

@@ -25,8 +25,8 @@ from umlip_orchestrator.service_descriptions import (
     ServiceDescriptionError,
     read_descriptions,
 )
-from umlip_serve.process import ServiceProcess, ServiceStartError
-from umlip_serve.settings import available_cpus
+from umlip_wire.cpus import available_cpus
+from umlip_wire.process import ServiceProcess, ServiceStartError
 
 logger = logging.getLogger("umlip_orchestrator.launcher")
 

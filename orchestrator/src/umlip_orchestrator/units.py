@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from umlip_serve.batch import GPA_PER_EV_PER_A3
+from umlip_wire.batch import GPA_PER_EV_PER_A3
 
 #: 1 eV/Å^3 in GPa (CODATA: e * 1e30 / 1e9): the harness's one constant, shared with
 #: every adapter.

@@ -13,7 +13,7 @@ from mptrj_reference import MPTRJ_RANDOM
 from umlip_chgnet import CHGNetPotential
 from umlip_serve import Settings
 from umlip_serve.conformance import Calculate, remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 @pytest.fixture(scope="session")

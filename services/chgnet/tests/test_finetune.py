@@ -50,7 +50,7 @@ from umlip_serve.finetune import (
     read_training_file,
     write_training_file,
 )
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 MLEARN = DATA_DIR / "mlearn-elastic-dft.xyz"
 EPOCHS = 3

@@ -11,7 +11,7 @@ from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_chgnet import CHGNetPotential
 from umlip_chgnet.checkpoint import PRETRAINED_DIR
 from umlip_serve import CalculatorSetupError, Settings, file_sha256
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 WEIGHTS_030 = PRETRAINED_DIR / "0.3.0" / "chgnet_0.3.0_e29f68s314m37.pth.tar"
 

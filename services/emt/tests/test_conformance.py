@@ -13,7 +13,7 @@ from ase.build import bulk
 from umlip_emt import EMTPotential
 from umlip_serve import Settings
 from umlip_serve.conformance import ConformanceSuite, ConformanceTarget, remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 def emt_structures() -> list[Atoms]:

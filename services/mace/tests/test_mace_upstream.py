@@ -12,7 +12,7 @@ from tiny_mace import DATA
 
 from umlip_serve import StructureOutput
 from umlip_serve.conformance import remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 
 def supported_frames(supported: set[int], count: int = 10, max_atoms: int = 40) -> list[Atoms]:

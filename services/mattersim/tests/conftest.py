@@ -18,7 +18,7 @@ import torch
 from ase import Atoms
 from tiny_mattersim import DATA, build_tiny_mattersim, small_frames
 
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 #: Sends any HTTP(S) download to a closed port on this machine: it fails at once.
 #: Both spellings are set (lower case wins in urllib) and no host bypasses the proxy.

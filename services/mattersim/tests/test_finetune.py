@@ -53,7 +53,7 @@ from umlip_serve.finetune import (
     read_training_file,
     write_training_file,
 )
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 MLEARN = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mlearn-elastic-dft.xyz"
 EPOCHS = 3

@@ -20,7 +20,7 @@ from ase.data import chemical_symbols
 from umlip_mattersim import MatterSimPotential
 from umlip_serve import Settings, StructureOutput
 from umlip_serve.conformance import ConformanceSuite, ConformanceTarget, remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 #: Strain applied to every cell so that all stress components are large and distinct.
 DEFORMATION = np.array([[0.97, 0.02, 0.01], [0.0, 0.99, 0.03], [0.015, 0.0, 1.02]])

@@ -45,7 +45,6 @@ from umlip_serve.finetune import (
     run_main,
     write_training_file,
 )
-from umlip_serve.process import ServiceProcess
 from umlip_sevennet import SevenNetPotential
 from umlip_sevennet.finetune import (
     DATA_FORMAT_ARGS,
@@ -54,6 +53,7 @@ from umlip_sevennet.finetune import (
     main,
     to_sevenn_frame,
 )
+from umlip_wire.process import ServiceProcess
 
 MLEARN = DATA_DIR / "mlearn-elastic-dft.xyz"
 EPOCHS = 3

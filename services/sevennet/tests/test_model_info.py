@@ -22,8 +22,8 @@ from umlip_serve import (
     atoms_to_batch,
     file_sha256,
 )
-from umlip_serve.process import ServiceProcess
 from umlip_sevennet import SevenNetPotential
+from umlip_wire.process import ServiceProcess
 
 WEIGHTS_7NET_0 = (
     Path(sevenn.__file__).parent

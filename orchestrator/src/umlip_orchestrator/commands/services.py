@@ -16,8 +16,8 @@ from umlip_orchestrator.supervisor import (
     stop_supervisor,
     supervisor_pid,
 )
-from umlip_serve.tls import ClientTls
-from umlip_serve.tls import channel as tls_channel
+from umlip_wire.tls import ClientTls
+from umlip_wire.tls import channel as tls_channel
 
 
 def select_models(models: str | None) -> list[str]:

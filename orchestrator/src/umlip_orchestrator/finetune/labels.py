@@ -23,7 +23,7 @@ from ase.io import read
 
 from umlip_orchestrator.finetune.matching import Tolerance, composition_key, match_frame
 from umlip_orchestrator.finetune.selection import CONFIGURATIONS_FILE, read_selection
-from umlip_serve.finetune import (
+from umlip_wire.training_data import (
     FineTuneError,
     Label,
     check_label_source,

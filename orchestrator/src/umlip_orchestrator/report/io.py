@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from umlip_serve.provenance import PROVENANCE_KIND
+from umlip_wire.provenance import PROVENANCE_KIND
 
 _SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 _UNIT_SUFFIXES = {"_gpa": "GPa", "_pct": "%", "_s": "s", "_k": "K", "_per_second": "1/s"}

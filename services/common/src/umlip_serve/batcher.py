@@ -13,7 +13,7 @@ one request's failure (e.g. out of memory on a large batch, a short result list)
 fails or shifts another client's results.
 
 Work is bounded: :meth:`DynamicBatcher.submit` refuses a request with
-:class:`~umlip_serve.errors.ServerBusyError` (RESOURCE_EXHAUSTED) while more than
+:class:`~umlip_wire.errors.ServerBusyError` (RESOURCE_EXHAUSTED) while more than
 ``max_queued_atoms`` atoms are waiting or running, and a request whose call is no longer
 active (deadline passed, client cancelled) is dropped before the model runs.
 """
@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from umlip_serve.batch import Property, StructureBatch, StructureResult
-from umlip_serve.errors import CallNotActiveError, ServerBusyError
 from umlip_serve.validation import check_results
+from umlip_wire.batch import Property, StructureBatch, StructureResult
+from umlip_wire.errors import CallNotActiveError, ServerBusyError
 
 logger = logging.getLogger("umlip_serve.batcher")
 

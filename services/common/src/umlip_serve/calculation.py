@@ -8,19 +8,19 @@ response in request order.
 from __future__ import annotations
 
 from umlip.potential.v1 import potential_service_pb2 as pb
-from umlip_serve.batch import Property, StructureResult
 from umlip_serve.batcher import DynamicBatcher, IsActive
-from umlip_serve.codec import decode_batch, decode_properties, encode_result
-from umlip_serve.errors import (
+from umlip_serve.potential import ModelInfo, Potential
+from umlip_serve.settings import Settings
+from umlip_serve.validation import check_structure
+from umlip_wire.batch import Property, StructureResult
+from umlip_wire.codec import decode_batch, decode_properties, encode_result
+from umlip_wire.errors import (
     CallNotActiveError,
     InvalidRequestError,
     ResourceExhaustedError,
     UmlipError,
     is_out_of_memory,
 )
-from umlip_serve.potential import ModelInfo, Potential
-from umlip_serve.settings import Settings
-from umlip_serve.validation import check_structure
 
 
 class CalculationEngine:

@@ -27,8 +27,9 @@ from numpy.typing import NDArray
 
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
-from umlip_serve.ase_bridge import atoms_to_batch
-from umlip_serve.batch import (
+from umlip_serve.potential import Potential
+from umlip_wire.ase_bridge import atoms_to_batch
+from umlip_wire.batch import (
     ALL_PROPERTIES,
     Property,
     StructureError,
@@ -36,8 +37,7 @@ from umlip_serve.batch import (
     StructureOutput,
     StructureResult,
 )
-from umlip_serve.codec import decode_response, encode_batch, encode_properties
-from umlip_serve.potential import Potential
+from umlip_wire.codec import decode_response, encode_batch, encode_properties
 
 #: Computes results for structures (through a real server, for the remote checks).
 Calculate = Callable[[Sequence[Atoms]], list[StructureResult]]

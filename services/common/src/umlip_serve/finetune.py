@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from umlip_serve.batch import GPA_PER_EV_PER_A3  # the MAEs of the record are in GPa
 from umlip_serve.provenance import (
     PROVENANCE_FILE,
     PROVENANCE_KIND,
@@ -35,7 +34,8 @@ from umlip_serve.provenance import (
     ProvenanceRecorder,
     resolve_finetuned,
 )
-from umlip_serve.training_data import (
+from umlip_wire.batch import GPA_PER_EV_PER_A3  # the MAEs of the record are in GPa
+from umlip_wire.training_data import (
     LABEL_SOURCE_KEY,
     FineTuneError,
     Label,

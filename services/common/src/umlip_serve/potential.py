@@ -10,7 +10,6 @@ energy eV, forces eV/Å, stress eV/Å^3 Voigt xx yy zz yz xz xy, ASE sign (tensi
 from __future__ import annotations
 
 import abc
-import hashlib
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -18,14 +17,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
 
-from umlip_serve.batch import ALL_PROPERTIES, Property, StructureBatch, StructureResult
 from umlip_serve.checkpoint_scan import (
     TENSOR_CHECKPOINT_GLOBALS,
     checkpoint_globals,
     disallowed_globals,
 )
-from umlip_serve.errors import CalculatorSetupError
 from umlip_serve.settings import Settings
+from umlip_wire.batch import ALL_PROPERTIES, Property, StructureBatch, StructureResult
+from umlip_wire.digest import file_sha256
+from umlip_wire.errors import CalculatorSetupError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,15 +181,6 @@ def resolve_settings(potential_class: type[Potential], settings: Settings) -> Se
     if (dtype, max_atoms) == (settings.dtype, settings.max_batch_atoms):
         return settings
     return replace(settings, dtype=dtype, max_batch_atoms=max_atoms)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (the checkpoint identity reported in GetModelInfo)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions(*names: str) -> dict[str, str]:

@@ -15,16 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from umlip_serve.potential import file_sha256
-from umlip_serve.training_data import FineTuneError, TrainingData
+from umlip_wire.digest import file_sha256
+from umlip_wire.provenance import PROVENANCE_KIND
+from umlip_wire.training_data import FineTuneError, TrainingData
 
 if TYPE_CHECKING:
     from umlip_serve.finetune import FineTuneSettings
 
 #: The provenance record written next to a fine-tuned checkpoint.
 PROVENANCE_FILE = "provenance.json"
-#: Kind tag of a provenance record (so a stray provenance.json is not mistaken for one).
-PROVENANCE_KIND = "umlip-finetune"
 
 
 @dataclass(frozen=True, kw_only=True)

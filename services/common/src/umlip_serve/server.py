@@ -27,7 +27,10 @@ from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve.batcher import DynamicBatcher
 from umlip_serve.calculation import CalculationEngine
-from umlip_serve.errors import (
+from umlip_serve.potential import ModelInfo, Potential, resolve_settings
+from umlip_serve.provenance import resolve_finetuned
+from umlip_serve.settings import Settings
+from umlip_wire.errors import (
     CalculatorSetupError,
     InvalidRequestError,
     ModelNotLoadedError,
@@ -35,11 +38,8 @@ from umlip_serve.errors import (
     public_message,
     status_code_for,
 )
-from umlip_serve.potential import ModelInfo, Potential, resolve_settings
-from umlip_serve.provenance import resolve_finetuned
-from umlip_serve.settings import Settings
-from umlip_serve.tls import is_loopback, server_credentials
-from umlip_serve.training_data import FineTuneError
+from umlip_wire.tls import is_loopback, server_credentials
+from umlip_wire.training_data import FineTuneError
 
 logger = logging.getLogger("umlip_serve.server")
 

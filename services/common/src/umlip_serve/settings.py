@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from umlip_serve.errors import CalculatorSetupError
+from umlip_wire.cpus import available_cpus
+from umlip_wire.errors import CalculatorSetupError
 
 _PREFIX = "UMLIP_"
 
@@ -47,7 +47,7 @@ class Settings:
             (UMLIP_MAX_CONCURRENT_CALLS). 0 (the default) means 4 x ``max_workers``.
         torch_threads: intra-op threads for torch-based adapters (UMLIP_TORCH_THREADS);
             0 (the default) uses every CPU this process may run on
-            (:func:`available_cpus`: its affinity and cgroup CPU quota).
+            (:func:`umlip_wire.cpus.available_cpus`: its affinity and cgroup CPU quota).
         log_level: Python logging level name (UMLIP_LOG_LEVEL).
         tls_cert, tls_key: the server's TLS certificate chain and key, PEM
             (UMLIP_TLS_CERT, UMLIP_TLS_KEY); unset: plaintext.
@@ -136,22 +136,6 @@ class Settings:
                 ) from error
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota
-    (a container's CPU limit), at least 1."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - no affinity API on this platform
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
 
 
 def _parse(type_name: object, raw: str) -> object:

@@ -16,7 +16,7 @@ import numpy as np
 from ase.data import chemical_symbols
 from ase.neighborlist import primitive_neighbor_list
 
-from umlip_serve.batch import (
+from umlip_wire.batch import (
     Property,
     StructureBatch,
     StructureError,
@@ -24,7 +24,7 @@ from umlip_serve.batch import (
     StructureOutput,
     StructureResult,
 )
-from umlip_serve.errors import AdapterContractError
+from umlip_wire.errors import AdapterContractError
 
 #: Atoms closer than this (Å) make a structure invalid.
 MIN_INTERATOMIC_DISTANCE = 0.1

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from umlip_serve.batch import StructureBatch
+from umlip_wire.batch import StructureBatch
 
 
 def atoms_to_batch(structures: Sequence[Atoms]) -> StructureBatch:

@@ -23,7 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from umlip_serve.potential import file_sha256
+from umlip_wire.digest import file_sha256
 
 #: Frame info key naming where a frame's labels come from.
 LABEL_SOURCE_KEY = "label_source"

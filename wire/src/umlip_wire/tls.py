@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from umlip_serve.errors import CalculatorSetupError
+from umlip_wire.errors import CalculatorSetupError
 
 
 def is_loopback(host: str) -> bool:

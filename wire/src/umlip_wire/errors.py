@@ -1,9 +1,9 @@
-"""The harness's error hierarchy and its one mapping onto gRPC status codes.
+"""The contract's error hierarchy and its one mapping onto gRPC status codes.
 
 Request-level failures are raised as :class:`UmlipError` subclasses and turned into a
 gRPC status by :func:`status_code_for` — the only place that knows the mapping.
 Per-structure failures are not exceptions on the wire: they travel in-band as
-:class:`~umlip_serve.batch.StructureError`; inside an adapter they may be raised as
+:class:`~umlip_wire.batch.StructureError`; inside an adapter they may be raised as
 :class:`StructureFailure` from code that handles one structure at a time.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import grpc
 
-from umlip_serve.batch import StructureError, StructureErrorCode
+from umlip_wire.batch import StructureError, StructureErrorCode
 
 
 class UmlipError(Exception):

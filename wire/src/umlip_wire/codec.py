@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from umlip.potential.v1 import potential_service_pb2 as pb
-from umlip_serve.batch import (
+from umlip_wire.batch import (
     ALL_PROPERTIES,
     Property,
     StructureBatch,
@@ -22,7 +22,7 @@ from umlip_serve.batch import (
     StructureOutput,
     StructureResult,
 )
-from umlip_serve.errors import InvalidRequestError
+from umlip_wire.errors import InvalidRequestError
 
 _F64 = np.dtype("<f8")
 _U32 = np.dtype("<u4")

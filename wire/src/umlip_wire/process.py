@@ -20,8 +20,8 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from umlip_serve.tls import ClientTls
-from umlip_serve.tls import channel as tls_channel
+from umlip_wire.tls import ClientTls
+from umlip_wire.tls import channel as tls_channel
 
 
 class ServiceStartError(RuntimeError):
