@@ -322,7 +322,7 @@ docker_cli run --rm --network none --entrypoint /opt/venv/bin/python \
 import numpy as np
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from umlip_serve.finetune import Label, labelled_frame, write_training_file
+from umlip_wire.training_data import Label, labelled_frame, write_training_file
 rng = np.random.default_rng(0)
 frames = []
 for k in range(6):

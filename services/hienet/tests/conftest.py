@@ -13,7 +13,7 @@ from ase.io import read
 from umlip_hienet import HIENetPotential
 from umlip_serve import Settings
 from umlip_serve.conformance import Calculate, remote_calculate
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 #: Shared reference data: <repo>/../shared/data (see its README).
 DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"

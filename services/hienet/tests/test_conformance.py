@@ -32,7 +32,7 @@ from umlip_serve.conformance import (
     remote_calculate,
     strained,
 )
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 FD_STRAIN = 1e-3
 FD_ATOL_STRESS = 1e-4  # eV/Å^3 (0.016 GPa)

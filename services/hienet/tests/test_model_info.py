@@ -21,7 +21,7 @@ from umlip_serve.checkpoint_scan import (
     checkpoint_globals,
     disallowed_globals,
 )
-from umlip_serve.process import ServiceProcess
+from umlip_wire.process import ServiceProcess
 
 WEIGHTS = shipped_checkpoint()
 
