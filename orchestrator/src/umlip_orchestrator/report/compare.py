@@ -57,7 +57,7 @@ from umlip_orchestrator.report.io import (
     write_parquet,
 )
 from umlip_orchestrator.report.metrics import error_stats, relative_change
-from umlip_orchestrator.report.provenance import PERFORMANCE_KEYS, flatten
+from umlip_orchestrator.report.provenance import result_settings
 from umlip_orchestrator.report.spec import PROPERTIES, epsilons
 from umlip_orchestrator.report.study import load_study, published_finetuning_tables
 
@@ -268,8 +268,9 @@ def _setting_text(value: Any) -> str:
     return str(value)
 
 
-def run_workflow(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    """The workflow settings of a run (its latest manifest entry), with notes.
+def run_workflow(run_dir: Path) -> tuple[dict[str, str] | None, list[str]]:
+    """The workflow settings of a run (its latest manifest entry), flattened and without
+    the performance-only keys (:func:`~.provenance.result_settings`), with notes.
 
     Returns ``(None, [why])`` when the manifest is missing, unreadable or records none.
     """
@@ -280,30 +281,25 @@ def run_workflow(run_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [f"no readable {path} ({type(error).__name__}): settings unknown"]
     runs = manifest.get("runs", []) if isinstance(manifest, dict) else []
     workflows = [
-        flatten(r["workflow"])
+        result_settings(r["workflow"])
         for r in runs
         if isinstance(r, dict) and isinstance(r.get("workflow"), dict)
     ]
     if not workflows:
         return None, [f"{path} records no workflow settings: settings unknown"]
     notes = []
-    if any(_drop_performance(w) != _drop_performance(workflows[-1]) for w in workflows):
+    if any(w != workflows[-1] for w in workflows):
         notes.append(
             f"{path} records runs with different settings into the same folder; the latest is used"
         )
     return workflows[-1], notes
 
 
-def _drop_performance(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flat.items() if k.split(".")[-1] not in PERFORMANCE_KEYS}
-
-
 def settings_diff(
-    workflow_a: Mapping[str, Any] | None, workflow_b: Mapping[str, Any] | None
+    settings_a: Mapping[str, str] | None, settings_b: Mapping[str, str] | None
 ) -> list[SettingChange]:
-    """The flattened workflow settings that differ, performance-only keys left out."""
-    a = _drop_performance(flatten(workflow_a or {}))
-    b = _drop_performance(flatten(workflow_b or {}))
+    """The settings (as :func:`run_workflow` returns them) that differ between two runs."""
+    a, b = settings_a or {}, settings_b or {}
     return [
         SettingChange(key, a.get(key), b.get(key))
         for key in sorted(a.keys() | b.keys())

@@ -85,14 +85,14 @@ def sections(analysis: Analysis) -> list[Section]:
         (f.name, format_value(getattr(analysis.overview, f.name))) for f in fields(Overview)
     ]
     by_key = {(m.model, m.property): m for m in analysis.metrics}
-    mape = tuple(
-        (model, *(format_value(by_key[(model, p.key)].mape_pct) for p in PROPERTIES))
-        for model in analysis.models
-    )
-    mdape = tuple(
-        (model, *(format_value(by_key[(model, p.key)].mdape_pct) for p in PROPERTIES))
-        for model in analysis.models
-    )
+
+    def per_property(field: str) -> tuple[tuple[str, ...], ...]:
+        """One row per model: its ``field`` of every property's metrics."""
+        return tuple(
+            (model, *(format_value(getattr(by_key[(model, p.key)], field)) for p in PROPERTIES))
+            for model in analysis.models
+        )
+
     result = [
         Section(
             "overview",
@@ -109,7 +109,7 @@ def sections(analysis: Analysis) -> list[Section]:
             "out). A_U and C12-C44 have DFT values near zero, so their MAPE is large and "
             "dominates the 8-property average; read MdAPE and the average without them too.",
             ("model", *(p.label for p in PROPERTIES)),
-            mape,
+            per_property("mape_pct"),
             "metrics.parquet",
         ),
         Section(
@@ -118,7 +118,7 @@ def sections(analysis: Analysis) -> list[Section]:
             "Median absolute percentage error per model and property: the robust "
             "counterpart of MAPE (a few materials with near-zero DFT values cannot move it).",
             ("model", *(p.label for p in PROPERTIES)),
-            mdape,
+            per_property("mdape_pct"),
             "metrics.parquet",
         ),
         Section(

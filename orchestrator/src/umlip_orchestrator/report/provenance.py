@@ -149,6 +149,15 @@ def flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def result_settings(workflow: Mapping[str, Any]) -> dict[str, str]:
+    """A run's workflow settings, flattened, without the keys that change only speed."""
+    return {
+        key: value
+        for key, value in flatten(workflow).items()
+        if key.split(".")[0] not in PERFORMANCE_KEYS
+    }
+
+
 def _versions(versions: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
 
@@ -170,11 +179,7 @@ def _model(name: str, info: Mapping[str, Any]) -> ModelProvenance:
 
 def _run(entry: Mapping[str, Any]) -> RunProvenance:
     workflow = entry.get("workflow") or {}
-    settings = {
-        key: value
-        for key, value in flatten(workflow).items()
-        if key.split(".")[0] not in PERFORMANCE_KEYS
-    }
+    settings = result_settings(workflow)
     services = entry.get("services") or {}
     wall = entry.get("wall_time_s")
     return RunProvenance(
