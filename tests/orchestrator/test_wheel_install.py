@@ -48,7 +48,7 @@ def uv(*args: str, cwd: Path | None = None, timeout_s: float = 300) -> str:
 @pytest.fixture(scope="module")
 def orchestrator_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("uv") is None:
-        pytest.skip("uv is not installed")
+        pytest.fail("uv is not installed: run scripts/test.sh (it installs uv)")
     root = tmp_path_factory.mktemp("wheels")
     wheels = root / "dist"
     for project in PROJECTS:
