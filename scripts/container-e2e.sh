@@ -65,6 +65,7 @@ export DOCKER_BUILDKIT=1
 started_dockerd=""
 wheel_server=""
 compose_started=""
+compose_v2_started=""
 timings=()
 e2e_start=$SECONDS
 stage_start=$SECONDS
@@ -85,6 +86,10 @@ docker_cli() { /usr/bin/docker "$@"; }
 compose() {
   docker-compose -p "$project" -f deploy/compose/e2e.yml -f "$work/emt2.yml" "$@"
 }
+compose_v2_bin=""
+compose_v2() {  # the same stack under Docker Compose v2, as project $project-v2
+  "$compose_v2_bin" -p "$project-v2" -f deploy/compose/e2e.yml -f "$work/emt2.yml" "$@"
+}
 
 exec 3>&1 4>&2  # the script's own output, for the teardown (a trap may run mid-redirect)
 teardown() {
@@ -94,6 +99,10 @@ teardown() {
   if [[ -n "$compose_started" ]]; then
     log "teardown: compose down"
     compose down --volumes --remove-orphans >>"$work/compose-down.log" 2>&1
+  fi
+  if [[ -n "$compose_v2_started" ]]; then
+    log "teardown: compose v2 down"
+    compose_v2 down --volumes --remove-orphans >>"$work/compose-down.log" 2>&1
   fi
   if [[ -n "$wheel_server" ]]; then
     kill "$wheel_server" 2>/dev/null
@@ -133,6 +142,8 @@ log "tools"
 install_tools "$work/apt.log"
 docker_cli --version
 docker-compose --version
+compose_v2_bin="$(scripts/install-compose-v2.sh)"
+"$compose_v2_bin" version
 stage_done "install tools"
 
 # --- 2. Docker daemon ---------------------------------------------------------------
@@ -310,6 +321,28 @@ docker_cli run --rm --network none --entrypoint /opt/venv/bin/python \
   "umlip/orchestrator:$tag" /check.py /results --models emt,chgnet,emt2 \
   --materials "$limit" --same emt2=emt
 stage_done "check tables"
+
+# --- 8b. The same stack under Docker Compose v2 -------------------------------------------
+log "compose v2 up: the same files, images and checks"
+mkdir -p "$work/results-v2"
+chown 10001:10001 "$work/results-v2"
+compose_v2 config --quiet
+compose_v2_started=1
+compose_v2 down --volumes --remove-orphans >/dev/null 2>&1
+if ! UMLIP_RESULTS="$work/results-v2" timeout 1200 "$compose_v2_bin" -p "$project-v2" \
+  -f deploy/compose/e2e.yml -f "$work/emt2.yml" \
+  up --no-build --no-color --exit-code-from benchmark >"$work/compose-v2-up.log" 2>&1; then
+  tail -60 "$work/compose-v2-up.log"
+  exit 1
+fi
+grep -E 'benchmark-1 +\| ' "$work/compose-v2-up.log" | grep -v -E 'WARNING|^\s*$' | tail -6 || true
+compose_v2 down --volumes --remove-orphans >>"$work/compose-down.log" 2>&1
+compose_v2_started=""
+docker_cli run --rm --network none --entrypoint /opt/venv/bin/python \
+  -v "$work/results-v2:/results:ro" -v "$root/tests/deploy/check_e2e_results.py:/check.py:ro" \
+  "umlip/orchestrator:$tag" /check.py /results --models emt,chgnet,emt2 \
+  --materials "$limit" --same emt2=emt
+stage_done "compose v2 up + benchmark + tables"
 
 # --- 9. Fine-tuning as a compose one-off ------------------------------------------------
 log "fine-tune CHGNet in its own image (compose one-off service of finetune.yml)"

@@ -1,6 +1,8 @@
-"""Builds data/mp-binary-sample-20.json.gz, the README's default benchmark sample.
+"""Builds the README's default benchmark sample, package data of the orchestrator
+(``orchestrator/src/umlip_orchestrator/data/mp-binary-sample-20.json.gz``).
 
-20 materials of the Materials Project binary elasticity set (see data/README.md), drawn
+20 materials of the Materials Project binary elasticity set (see the README.md next to
+it), drawn
 reproducibly (seed 2025) among cells of at most 8 atoms: 8 whose elements ASE's EMT
 supports (so the reference service computes them too) and 12 others.
 
@@ -17,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 EMT = {"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt", "H", "C", "N", "O"}
-OUT = Path(__file__).resolve().parents[1] / "data" / "mp-binary-sample-20.json.gz"
+OUT = (
+    Path(__file__).resolve().parents[1]
+    / "orchestrator/src/umlip_orchestrator/data/mp-binary-sample-20.json.gz"
+)
 
 
 def elements(entry: dict) -> set[str]:

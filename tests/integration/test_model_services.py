@@ -19,11 +19,12 @@ import pytest
 from conftest import service_python
 from shared_data import REPO_ROOT
 
+from umlip_orchestrator.cli import DEFAULT_DATASET
 from umlip_orchestrator.runner import RunConfig, run_benchmark
 from umlip_orchestrator.workflow import WorkflowSettings
 from umlip_wire.process import ServiceProcess
 
-SAMPLE = REPO_ROOT / "data" / "mp-binary-sample-20.json.gz"
+SAMPLE = DEFAULT_DATASET
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,6 +7,7 @@ lock (passed as constraints, so the environment is the tested one).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -120,3 +121,38 @@ def test_installed_orchestrator_runs_against_a_service(
     table = pq.read_table(out / "results.parquet")
     assert table.num_rows == 2
     assert table.column("status").to_pylist() == ["ok", "ok"], table.column("error").to_pylist()
+
+
+def test_installed_orchestrator_runs_its_bundled_sample_with_local_services(
+    orchestrator_python: Path, emt_python: Path, tmp_path: Path
+) -> None:
+    """Packaged data, service folders from UMLIP_SERVICES_DIR: no repository lookup."""
+
+    def umlip_run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(orchestrator_python.parent / "umlip"), "run", "--models", "emt",
+                "--out", str(tmp_path / "out"), "--limit", "3", "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+        )  # fmt: skip
+
+    lost = umlip_run(clean_env())
+    assert lost.returncode == 2, lost.stdout + lost.stderr
+    assert "UMLIP_SERVICES_DIR" in lost.stderr and "Traceback" not in lost.stderr
+
+    result = umlip_run({**clean_env(), "UMLIP_SERVICES_DIR": str(REPO_ROOT / "services")})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    table = pq.read_table(tmp_path / "out" / "results.parquet")
+    # The first three entries of the bundled sample: EMT has parameters for AlN only.
+    formulas, statuses = table.column("formula").to_pylist(), table.column("status").to_pylist()
+    rows = dict(zip(formulas, statuses, strict=True))
+    assert rows == {"CeS": "skipped", "SrHg2": "skipped", "AlN": "ok"}, rows
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    dataset = Path(manifest["runs"][-1]["dataset"])  # the copy inside the installed wheel
+    assert dataset.is_relative_to(orchestrator_python.parent.parent), dataset

@@ -20,12 +20,15 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 from umlip_orchestrator import __version__
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DATASET = REPO_ROOT / "data" / "mp-binary-sample-20.json.gz"
+#: The bundled sample (package data, see its README.md): 20 Materials Project binaries.
+DEFAULT_DATASET = Path(
+    str(resources.files("umlip_orchestrator") / "data" / "mp-binary-sample-20.json.gz")
+)
 DEFAULT_STATE_DIR = Path(".umlip")
 
 

@@ -20,11 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
-from umlip_orchestrator.service_descriptions import (
-    SERVICES_DIR,
-    ServiceDescriptionError,
-    read_descriptions,
-)
+from umlip_orchestrator.service_descriptions import ServiceDescriptionError, read_descriptions
 from umlip_wire.cpus import available_cpus
 from umlip_wire.process import ServiceProcess, ServiceStartError
 
@@ -51,12 +47,13 @@ class LocalService:
         return self.project / ".venv" / "bin" / "python"
 
 
-def read_service_list(services_dir: Path = SERVICES_DIR) -> dict[str, LocalService]:
+def read_service_list(services_dir: Path | None = None) -> dict[str, LocalService]:
     """The services described under ``services_dir`` (``services/<name>/service.toml``,
-    read at run time: a new folder is a new service, nothing else to edit).
+    read at run time: a new folder is a new service, nothing else to edit); by default
+    the folder :func:`~umlip_orchestrator.service_descriptions.find_services_dir` finds.
 
     Raises:
-        LauncherError: a description is invalid.
+        LauncherError: no services folder is found, or a description is invalid.
     """
     try:
         descriptions = read_descriptions(services_dir)

@@ -1,9 +1,9 @@
 """The one description of each potential service: ``services/<name>/service.toml``.
 
 A folder under ``services/`` with a ``service.toml`` is a service. The local launcher
-reads the descriptions at run time; ``deploy/render.py`` derives the compose services
-(and their GPU and CPU variants), the Kubernetes manifests and the endpoint lists from
-them. Keys (all required):
+reads the descriptions at run time (from the folder :func:`find_services_dir` names);
+``deploy/render.py`` derives the compose services (and their GPU and CPU variants), the
+Kubernetes manifests and the endpoint lists from them. Keys (all required):
 
 - ``name``: the model name, equal to the folder name (lower case, digits, ``-``).
 - ``module``: the package run with ``python -m``; ``umlip_<name>`` (``-`` as ``_``).
@@ -21,13 +21,14 @@ them. Keys (all required):
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The folder holding one folder per service (the repository's ``services/``).
-SERVICES_DIR = Path(__file__).resolve().parents[3] / "services"
+#: Names the folder of service folders, overriding the search from the working directory.
+SERVICES_DIR_VARIABLE = "UMLIP_SERVICES_DIR"
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _KEYS = {
     "name": str,
@@ -98,12 +99,42 @@ def read_description(path: Path) -> ServiceDescription:
     return ServiceDescription(**data, folder=path.parent.resolve())
 
 
-def read_descriptions(services_dir: Path = SERVICES_DIR) -> dict[str, ServiceDescription]:
-    """Every service under ``services_dir``, by name (sorted).
+def find_services_dir(start: Path | None = None) -> Path:
+    """The folder of service folders the local launcher starts services from.
+
+    ``$UMLIP_SERVICES_DIR`` when set; otherwise the nearest ``services/`` holding a
+    ``*/service.toml`` in ``start`` (the working directory) or a folder above it, as git
+    finds its repository. Nothing depends on where the orchestrator is installed: a
+    wheel installed anywhere finds the services of the checkout it is run in.
 
     Raises:
-        ServiceDescriptionError: a description is invalid, or two share a port.
+        ServiceDescriptionError: the variable names no folder, or none is found.
     """
+    if named := os.environ.get(SERVICES_DIR_VARIABLE):
+        folder = Path(named).expanduser()
+        if not folder.is_dir():
+            raise ServiceDescriptionError(f"{SERVICES_DIR_VARIABLE}={named} is not a folder")
+        return folder.resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "services"
+        if any(candidate.glob("*/service.toml")):
+            return candidate
+    raise ServiceDescriptionError(
+        f"no services/ folder with service descriptions in {here} or above it: run from a "
+        f"umlip checkout, set {SERVICES_DIR_VARIABLE}, or name running services with "
+        "--service NAME=HOST:PORT or --endpoints FILE"
+    )
+
+
+def read_descriptions(services_dir: Path | None = None) -> dict[str, ServiceDescription]:
+    """Every service under ``services_dir`` (default :func:`find_services_dir`), by name.
+
+    Raises:
+        ServiceDescriptionError: none found, a description is invalid, or two share a port.
+    """
+    if services_dir is None:
+        services_dir = find_services_dir()
     found = {}
     for path in sorted(Path(services_dir).glob("*/service.toml")):
         description = read_description(path)

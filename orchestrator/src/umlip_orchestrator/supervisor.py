@@ -28,6 +28,7 @@ from umlip_orchestrator.launcher import (
     with_checkpoints,
     write_endpoints,
 )
+from umlip_orchestrator.service_descriptions import SERVICES_DIR_VARIABLE, find_services_dir
 
 logger = logging.getLogger("umlip_orchestrator.supervisor")
 
@@ -80,6 +81,7 @@ def start_supervisor(
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, SERVICES_DIR_VARIABLE: str(find_services_dir())},
         )
     deadline = time.monotonic() + timeout_s
     while not endpoints.exists():
