@@ -20,15 +20,12 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 
 from umlip_orchestrator import __version__
+from umlip_orchestrator.datasets import BUNDLED_SAMPLE
 
-#: The bundled sample (package data, see its README.md): 20 Materials Project binaries.
-DEFAULT_DATASET = Path(
-    str(resources.files("umlip_orchestrator") / "data" / "mp-binary-sample-20.json.gz")
-)
+DEFAULT_DATASET = BUNDLED_SAMPLE
 DEFAULT_STATE_DIR = Path(".umlip")
 
 

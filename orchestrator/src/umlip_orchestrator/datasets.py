@@ -22,10 +22,12 @@ run, so it must not depend on the order of the input. The first occurrence is ke
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,13 @@ from numpy.typing import NDArray
 from pymatgen.core import Composition, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from umlip_wire.digest import file_sha256
+
+#: The default dataset of ``umlip run``, package data (see the README.md next to it):
+#: 20 binaries of the Materials Project elasticity set with their DFT K_VRH and G_VRH.
+BUNDLED_SAMPLE = Path(
+    str(resources.files("umlip_orchestrator") / "data" / "mp-binary-sample-20.json.gz")
+)
 _ID_KEYS = ("mp_id", "material_id", "id")
 _K_KEYS = ("K_VRH", "k_vrh", "bulk_modulus_vrh", "bulk_modulus")
 _G_KEYS = ("G_VRH", "g_vrh", "shear_modulus_vrh", "shear_modulus")
@@ -161,6 +170,22 @@ def load_dataset(
             if limit is not None and len(materials) >= limit:
                 return materials, problems
     return materials, problems
+
+
+def dataset_sha256(path: Path) -> str:
+    """The identity of a dataset, whatever path it is read from: the sha256 of the file,
+    or for a directory the sha256 of the ``name sha256`` lines of the files
+    :func:`load_dataset` reads (sorted, hidden ones left out).
+
+    Raises:
+        OSError: the path cannot be read.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    listing = "".join(f"{p.name} {file_sha256(p)}\n" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def sample_dataset(materials: Sequence[Material], n: int, seed: int) -> list[Material]:

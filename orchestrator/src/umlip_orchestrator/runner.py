@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from umlip_orchestrator import __version__
 from umlip_orchestrator.actors import ServiceUnavailableError, ServiceWorker
 from umlip_orchestrator.client import PotentialClient, ServiceError, ServiceInfo
-from umlip_orchestrator.datasets import Material, load_dataset
+from umlip_orchestrator.datasets import Material, dataset_sha256, load_dataset
 from umlip_orchestrator.records import MaterialResult
 from umlip_orchestrator.tables import ResultStore
 from umlip_orchestrator.workflow import MaterialOutcome, WorkflowSettings, unfinished_result
@@ -253,6 +253,7 @@ def run_benchmark(
         "umlip_version": __version__,
         "started": datetime.now(UTC).isoformat(),
         "dataset": str(config.dataset),
+        "dataset_sha256": dataset_sha256(config.dataset),
         "limit": config.limit,
         "n_materials": len(materials),
         "dataset_problems": [f"{p.source}: {p.message}" for p in problems],

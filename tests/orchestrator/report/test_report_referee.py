@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from report_helpers import manifest_entry, write_run
 
+from umlip_orchestrator.datasets import dataset_sha256
 from umlip_orchestrator.report import ReportError, build_report
 from umlip_orchestrator.report.materials import page_name
 from umlip_orchestrator.report.study import default_study_path, load_study
@@ -58,6 +59,55 @@ def test_runs_with_different_settings_are_not_pooled_silently(
     assert 'id="warning"' in page and "relax.fmax: 0.1 vs 0.01" in page
     assert "> **Warning:** this report pools 2 runs" in summary
     assert "0.1 | 0.01" in summary  # the settings table shows both values
+
+
+def test_a_dataset_is_known_by_its_digest_not_its_path(
+    small_materials, small_reference: Path, tmp_path: Path
+) -> None:
+    """The same file read from two paths (a checkout, a container's installed package) is
+    one dataset; another file under the same name is not."""
+    copy = tmp_path / "elsewhere" / small_reference.name
+    copy.parent.mkdir()
+    copy.write_bytes(small_reference.read_bytes())
+    edited = tmp_path / "edited" / small_reference.name
+    edited.parent.mkdir()
+    edited.write_bytes(small_reference.read_bytes() + b"\n")
+
+    def entry(dataset: Path) -> dict:
+        return {
+            **manifest_entry(dataset, ["alpha"]),
+            "run_id": str(dataset),  # one run each
+            "dataset_sha256": dataset_sha256(dataset),
+        }
+
+    run = write_run(tmp_path / "same", small_materials, {"alpha": 1.0})
+    ResultStore(run).write_manifest(entry(small_reference))
+    ResultStore(run).write_manifest(entry(copy))
+    _, files = build_report(run, tmp_path / "same-report", [small_reference])
+    page = files.index.read_text()
+    assert 'id="warning"' not in page
+    assert "<td>runs into this folder</td><td>2</td>" in page  # two runs, pooled
+    assert f"(sha256 {dataset_sha256(small_reference)[:12]})" in page
+
+    other = write_run(tmp_path / "other", small_materials, {"alpha": 1.0})
+    ResultStore(other).write_manifest(entry(small_reference))
+    ResultStore(other).write_manifest(entry(edited))
+    with pytest.raises(ReportError, match=r"dataset: .*sha256 .* vs .*edited"):
+        build_report(other, tmp_path / "other-report", [small_reference])
+
+
+def test_a_folder_dataset_digest_follows_the_files_it_reads(tmp_path: Path) -> None:
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    (folder / "a.cif").write_text("data_a\n")
+    (folder / "b.cif").write_text("data_b\n")
+    first = dataset_sha256(folder)
+    (folder / ".hidden").write_text("not read")
+    assert dataset_sha256(folder) == first
+    (folder / "b.cif").write_text("data_b changed\n")
+    assert dataset_sha256(folder) != first
+    (folder / "b.cif").rename(folder / "c.cif")
+    assert len({first, dataset_sha256(folder)}) == 2
 
 
 @pytest.fixture(scope="module")

@@ -210,3 +210,29 @@ def test_reference_from_results_rows() -> None:
     assert by_id["m1"].debye_temperature_k == pytest.approx(debye_by_hand(25, 15, _nacl()), 1e-3)
     assert math.isnan(by_id["m2"].debye_temperature_k)  # no structure
     assert by_id["m3"].source == "none" and not by_id["m3"].included
+
+
+def test_run_structures_found_by_digest_when_the_run_path_is_gone(tmp_path: Path) -> None:
+    """A run made elsewhere (a container reads the bundled sample from its installed
+    package) still finds its structures here by the dataset's digest; a dataset file
+    that changed since the run is not used."""
+    from umlip_orchestrator.datasets import BUNDLED_SAMPLE, dataset_sha256, load_dataset
+    from umlip_orchestrator.report.reference import structures_from_manifest
+
+    bundled, _ = load_dataset(BUNDLED_SAMPLE)
+    wanted = {m.material_id for m in bundled[:3]}
+    container_path = "/opt/venv/lib/python3.11/site-packages/umlip_orchestrator/data/x.json.gz"
+    run = {"dataset": container_path, "dataset_sha256": dataset_sha256(BUNDLED_SAMPLE)}
+    (tmp_path / "manifest.json").write_text(json.dumps({"runs": [run]}))
+    found, notes = structures_from_manifest(tmp_path, wanted)
+    assert set(found) == wanted and notes == []
+    by_id = {m.material_id: m.atoms for m in bundled}
+    for material_id, atoms in found.items():
+        np.testing.assert_allclose(atoms.cell.array, by_id[material_id].cell.array)
+
+    changed = tmp_path / "mine.json.gz"
+    changed.write_bytes(BUNDLED_SAMPLE.read_bytes())
+    run = {"dataset": str(changed), "dataset_sha256": "0" * 64}
+    (tmp_path / "manifest.json").write_text(json.dumps({"runs": [run]}))
+    found, notes = structures_from_manifest(tmp_path, wanted)
+    assert found == {} and len(notes) == 1 and "changed since the run" in notes[0]

@@ -61,6 +61,21 @@ class RunProvenance:
     wall_time_s: float | None
     settings: Mapping[str, str]
     models: tuple[ModelProvenance, ...]
+    dataset_sha256: str = ""
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset's path with the start of its digest, when the run recorded one."""
+        if not self.dataset_sha256:
+            return self.dataset
+        return f"{self.dataset} (sha256 {self.dataset_sha256[:12]})"
+
+    @property
+    def dataset_identity(self) -> str:
+        """What makes two runs' datasets the same: the digest (the same file read from
+        another path, e.g. the bundled sample in a container, is the same dataset), or
+        the path for runs that predate the digest."""
+        return self.dataset_sha256 or self.dataset
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ class Provenance:
         rows: list[tuple[str, str]] = []
         if not self.runs:
             return [("manifest", f"none found in {self.source}: settings unknown")]
-        datasets = list(dict.fromkeys(run.dataset for run in self.runs))
+        datasets = list(dict.fromkeys(run.dataset_label for run in self.runs))
         rows.append(("dataset", " | ".join(datasets)))
         counts = list(dict.fromkeys(str(run.n_materials) for run in self.runs))
         rows.append(("materials in the dataset (as read)", " | ".join(counts)))
@@ -184,6 +199,7 @@ def _run(entry: Mapping[str, Any]) -> RunProvenance:
     wall = entry.get("wall_time_s")
     return RunProvenance(
         dataset=str(entry.get("dataset", "?")),
+        dataset_sha256=str(entry.get("dataset_sha256") or ""),
         n_materials=entry.get("n_materials"),
         started=str(entry.get("started", "?")),
         finished=entry.get("finished"),
@@ -201,9 +217,11 @@ def differences(runs: Sequence[RunProvenance]) -> dict[str, tuple[str, ...]]:
         values = tuple(dict.fromkeys(run.settings.get(key, "(unset)") for run in runs))
         if len(values) > 1:
             found[key] = values
-    datasets = tuple(dict.fromkeys(run.dataset for run in runs))
-    if len(datasets) > 1:
-        found["dataset"] = datasets
+    identities: dict[str, str] = {}
+    for run in runs:
+        identities.setdefault(run.dataset_identity, run.dataset_label)
+    if len(identities) > 1:
+        found["dataset"] = tuple(identities.values())
     checkpoints: dict[str, list[str]] = {}
     for run in runs:
         for model in run.models:

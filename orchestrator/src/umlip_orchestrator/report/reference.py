@@ -32,7 +32,12 @@ import numpy as np
 from ase import Atoms
 from numpy.typing import NDArray
 
-from umlip_orchestrator.datasets import DatasetError, load_dataset
+from umlip_orchestrator.datasets import (
+    BUNDLED_SAMPLE,
+    DatasetError,
+    dataset_sha256,
+    load_dataset,
+)
 from umlip_orchestrator.elastic import derive_properties, derived_from_moduli
 from umlip_orchestrator.report.errors import ReportError
 
@@ -300,14 +305,24 @@ def structures_from_manifest(
         return {}, ["no readable manifest.json: the DFT Debye temperature needs --reference"]
     found: dict[str, Atoms] = {}
     notes: list[str] = []
-    paths = dict.fromkeys(
-        str(r.get("dataset")) for r in runs if isinstance(r, dict) and r.get("dataset")
+    datasets = dict.fromkeys(
+        (str(r["dataset"]), str(r.get("dataset_sha256") or ""))
+        for r in runs
+        if isinstance(r, dict) and r.get("dataset")
     )
-    for text in paths:
+    for text, digest in datasets:
         path = Path(text)
         if not path.is_absolute() and not path.exists():
             path = Path(results_dir) / path
         try:
+            if not path.exists() and digest and digest == dataset_sha256(BUNDLED_SAMPLE):
+                path = BUNDLED_SAMPLE  # e.g. run in a container: the same sample here
+            if digest and path.exists() and dataset_sha256(path) != digest:
+                notes.append(
+                    f"run dataset {text} changed since the run (sha256 {digest[:12]} then): "
+                    "no DFT Debye temperature from it"
+                )
+                continue
             materials, _ = load_dataset(path)
         except (DatasetError, OSError) as error:
             notes.append(f"run dataset {text} unreadable ({error}): no DFT Debye temperature")
@@ -315,6 +330,6 @@ def structures_from_manifest(
         for m in materials:
             if m.material_id in material_ids:
                 found.setdefault(m.material_id, m.atoms)
-    if not paths:
+    if not datasets:
         notes.append("manifest names no dataset: the DFT Debye temperature needs --reference")
     return found, notes
