@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from numpy.typing import NDArray
 
+from umlip_serve.testing import shared_data
+
 #: Shared reference data: <repo>/../shared/data (see its README).
-DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+DATA_DIR = shared_data(__file__)
 MPTRJ_RANDOM = DATA_DIR / "mptrj-random-1k.xyz"
 #: The Materials Project's U values (eV) for oxides and fluorides.
 MP_HUBBARD_U = {

@@ -25,7 +25,7 @@ from chgnet.data.dataset import collate_graphs
 from chgnet.model import CHGNet
 from chgnet.trainer.trainer import CombinedLoss
 from mptrj_reference import DATA_DIR
-from test_conformance import FD_ATOL_STRESS, FD_STRAIN, conformance_structures
+from test_conformance import chgnet_target, conformance_structures
 from torch.utils.data import DataLoader
 
 from umlip.potential.v1 import potential_service_pb2 as pb
@@ -274,14 +274,4 @@ class TestFineTunedConformance(ConformanceSuite):
     ) -> Iterator[ConformanceTarget]:
         potential = CHGNetPotential(Settings(checkpoint=str(finetuned.out / CHECKPOINT_FILE)))
         potential.load()
-        yield ConformanceTarget(
-            calculate=remote_calculate(finetuned_service.target, timeout_s=600),
-            potential=potential,
-            structures=conformance_structures(),
-            unsupported=Atoms("Am", cell=np.eye(3) * 3.5, pbc=True),  # Z = 95 > 94
-            atol_batch=1e-4,
-            fd_displacement=5e-3,
-            fd_atol_forces=5e-3,
-            fd_strain=FD_STRAIN,
-            fd_atol_stress=FD_ATOL_STRESS,
-        )
+        yield chgnet_target(remote_calculate(finetuned_service.target, timeout_s=600), potential)

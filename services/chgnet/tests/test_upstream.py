@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 from ase import Atoms
 from chgnet.model import CHGNet
 from chgnet.model.dynamics import CHGNetCalculator
 
-from umlip_serve import StructureOutput
 from umlip_serve.conformance import Calculate
+from umlip_serve.testing import assert_matches_calculator
 
 
 def test_matches_upstream_ase_calculator(remote: Calculate, mptrj_frames: list[Atoms]) -> None:
@@ -17,13 +16,7 @@ def test_matches_upstream_ase_calculator(remote: Calculate, mptrj_frames: list[A
     calculator = CHGNetCalculator(
         model=CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False), use_device="cpu"
     )
-    for atoms, result in zip(frames, results, strict=True):
-        assert isinstance(result, StructureOutput)
-        reference = atoms.copy()
-        reference.calc = calculator
-        # float32 model; batching changes the summation order only.
-        np.testing.assert_allclose(
-            result.energy, reference.get_potential_energy(), atol=1e-5 * len(atoms)
-        )
-        np.testing.assert_allclose(result.forces, reference.get_forces(), atol=1e-4)
-        np.testing.assert_allclose(result.stress, reference.get_stress(voigt=True), atol=1e-5)
+    # float32 model; batching changes the summation order only.
+    assert_matches_calculator(
+        results, frames, calculator, energy_atol_per_atom=1e-5, forces_atol=1e-4, stress_atol=1e-5
+    )

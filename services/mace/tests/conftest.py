@@ -7,7 +7,6 @@ Server processes get a closed loopback proxy, so any download attempt fails loca
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +15,8 @@ import torch
 from ase import Atoms
 from tiny_mace import DATA, build_tiny_mace, small_frames
 
+from umlip_serve.testing import offline_service
 from umlip_wire.process import ServiceProcess
-
-#: Sends any HTTP(S) download to a closed port on this machine: it fails at once.
-#: Both spellings are set (lower case wins in urllib) and no host bypasses the proxy.
-NO_NETWORK = {
-    **{name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")},
-    **{name.lower(): "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")},
-    "NO_PROXY": "",
-    "no_proxy": "",
-}
 
 torch.set_num_threads(1)  # in-process models; two threads on two busy cores crawl
 
@@ -45,17 +36,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, training_frames: list[A
 
 def start_service(checkpoint: str | Path, **env: str) -> ServiceProcess:
     """A MACE server process of this environment (float64, one torch thread)."""
-    return ServiceProcess(
-        python=sys.executable,
-        module="umlip_mace",
-        env={
-            "UMLIP_CHECKPOINT": str(checkpoint),
-            "UMLIP_DTYPE": "float64",
-            **NO_NETWORK,
-            **env,
-        },
-        start_timeout_s=180.0,
-    )
+    return offline_service("umlip_mace", checkpoint, dtype="float64", **env)
 
 
 @pytest.fixture(scope="session")

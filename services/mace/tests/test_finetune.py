@@ -24,12 +24,12 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import read
 from ase.stress import voigt_6_to_full_3x3_stress
-from conftest import NO_NETWORK, start_service
+from conftest import start_service
 from mace import data as mace_data
 from mace import tools as mace_tools
 from mace.tools import torch_geometric, torch_tools
 from mace.tools.scripts_utils import get_dataset_from_xyz
-from test_mace_conformance import DEFORMATION, conformance_structures, unsupported_structure
+from test_mace_conformance import mace_target
 
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
@@ -46,7 +46,11 @@ from umlip_mace.finetune import (
     write_mace_file,
 )
 from umlip_serve import ALL_PROPERTIES, Settings, StructureOutput, atoms_to_batch, file_sha256
-from umlip_serve.conformance import ConformanceSuite, ConformanceTarget, remote_calculate
+from umlip_serve.conformance import (
+    DEFORMATION,
+    ConformanceSuite,
+    ConformanceTarget,
+)
 from umlip_serve.finetune import (
     GPA_PER_EV_PER_A3,
     PROVENANCE_FILE,
@@ -59,9 +63,10 @@ from umlip_serve.finetune import (
     run_main,
     write_training_file,
 )
+from umlip_serve.testing import NO_NETWORK, shared_data
 from umlip_wire.process import ServiceProcess
 
-MLEARN = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mlearn-elastic-dft.xyz"
+MLEARN = shared_data(__file__) / "mlearn-elastic-dft.xyz"
 EPOCHS = 3
 #: A symmetric stress with six distinct components, eV/Å^3, tensile positive.
 STRESS = np.array([[0.0125, -0.0031, 0.0047], [-0.0031, -0.0213, 0.0062], [0.0047, 0.0062, 0.0339]])
@@ -357,14 +362,4 @@ class TestFineTunedMACEConformance(ConformanceSuite):
     def conformance_target(
         cls, finetuned_service: ServiceProcess, finetuned: Path, training_frames: list[Atoms]
     ) -> Iterator[ConformanceTarget]:
-        checkpoint = str(finetuned / CHECKPOINT_FILE)
-        potential = MACEPotential(Settings(checkpoint=checkpoint, dtype="float64"))
-        info = potential.load()
-        yield ConformanceTarget(
-            calculate=remote_calculate(finetuned_service.target),
-            potential=potential,
-            structures=conformance_structures(training_frames),
-            unsupported=unsupported_structure(info.supported_atomic_numbers),
-            fd_atol_forces=1e-6,
-            fd_atol_stress=1e-7,
-        )
+        yield mace_target(finetuned / CHECKPOINT_FILE, finetuned_service, training_frames)

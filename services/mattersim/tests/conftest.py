@@ -9,7 +9,6 @@ download attempt fails locally.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +17,8 @@ import torch
 from ase import Atoms
 from tiny_mattersim import DATA, build_tiny_mattersim, small_frames
 
+from umlip_serve.testing import offline_service
 from umlip_wire.process import ServiceProcess
-
-#: Sends any HTTP(S) download to a closed port on this machine: it fails at once.
-#: Both spellings are set (lower case wins in urllib) and no host bypasses the proxy.
-NO_NETWORK = {
-    **{name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")},
-    **{name.lower(): "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")},
-    "NO_PROXY": "",
-    "no_proxy": "",
-}
 
 torch.set_num_threads(1)  # in-process models; two threads on two busy cores crawl
 
@@ -56,12 +47,7 @@ def scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def start_service(checkpoint: str | Path, **env: str) -> ServiceProcess:
     """A MatterSim server process of this environment (one torch thread)."""
-    return ServiceProcess(
-        python=sys.executable,
-        module="umlip_mattersim",
-        env={"UMLIP_CHECKPOINT": str(checkpoint), "UMLIP_DTYPE": "float32", **NO_NETWORK, **env},
-        start_timeout_s=180.0,
-    )
+    return offline_service("umlip_mattersim", checkpoint, dtype="float32", **env)
 
 
 @pytest.fixture(scope="session")

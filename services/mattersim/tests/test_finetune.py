@@ -29,7 +29,7 @@ import torch
 from ase import Atoms, units
 from ase.build import bulk
 from ase.io import read
-from conftest import NO_NETWORK, start_service
+from conftest import start_service
 from mattersim.forcefield.potential import Potential, batch_to_dict
 
 from umlip.potential.v1 import potential_service_pb2 as pb
@@ -53,9 +53,10 @@ from umlip_serve.finetune import (
     read_training_file,
     write_training_file,
 )
+from umlip_serve.testing import NO_NETWORK, shared_data
 from umlip_wire.process import ServiceProcess
 
-MLEARN = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mlearn-elastic-dft.xyz"
+MLEARN = shared_data(__file__) / "mlearn-elastic-dft.xyz"
 EPOCHS = 3
 #: A known canonical stress (eV/Å^3, tensile positive) with six distinct components.
 STRESS = np.array([[0.011, -0.002, 0.004], [-0.002, -0.007, 0.0015], [0.004, 0.0015, 0.003]])

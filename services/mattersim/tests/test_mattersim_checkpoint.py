@@ -6,24 +6,19 @@ proxy on a closed loopback port, so a download attempt fails at once on this mac
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
-import grpc
 import pytest
 from ase.build import bulk
-from conftest import NO_NETWORK, start_service
+from conftest import start_service
 
 from umlip.potential.v1 import potential_service_pb2 as pb
-from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_mattersim.checkpoint import DEFAULT_MODEL, resolve_checkpoint
 from umlip_serve import CalculatorSetupError, StructureOutput, file_sha256
 from umlip_serve.conformance import remote_calculate
+from umlip_serve.testing import NO_NETWORK, log_seconds, model_info, run_entrypoint
 
 #: Seconds within which a missing checkpoint must fail once the server has started.
 FAIL_FAST_S = 30.0
@@ -46,10 +41,7 @@ def test_default_name_loads_from_cache_without_network(tiny_model: Path, tmp_pat
     target.parent.mkdir(parents=True)
     shutil.copy(tiny_model, target)
     with start_service("", **offline_env(home)) as service:  # "" = the default
-        with grpc.insecure_channel(service.target) as channel:
-            info = pb_grpc.PotentialServiceStub(channel).GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=30
-            )
+        info = model_info(service.target)
         (result,) = remote_calculate(service.target)([bulk("Cu", "fcc", a=3.6)])
     assert info.checkpoint_name == DEFAULT_MODEL
     assert info.checkpoint_sha256 == file_sha256(tiny_model)
@@ -83,37 +75,17 @@ def test_missing_cache_offline_fails_fast_in_process(
 
 
 def test_missing_cache_offline_server_exits_with_clear_error(tmp_path: Path) -> None:
-    # Run the entrypoint directly: ServiceProcess.start() would keep polling health
-    # until its deadline after the process has exited.
-    log_path = tmp_path / "service.log"
-    env = {
-        **os.environ,
-        "UMLIP_PORT": "0",
-        "UMLIP_CHECKPOINT": "MatterSim-v1.0.0-1M",
-        "OMP_NUM_THREADS": "1",
-        **offline_env(tmp_path / "home"),
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.run(
-            [sys.executable, "-m", "umlip_mattersim"],
-            env=env,
-            stdout=log,
-            stderr=log,
-            timeout=300,
-        )
-    log = log_path.read_text()
-    assert process.returncode == 3, log
+    returncode, log = run_entrypoint(
+        "umlip_mattersim",
+        {"UMLIP_CHECKPOINT": "MatterSim-v1.0.0-1M", **offline_env(tmp_path / "home")},
+        tmp_path / "service.log",
+    )
+    assert returncode == 3, log
     assert "MatterSim checkpoint mattersim-v1.0.0-1M.pth is not in the cache" in log
     assert "UMLIP_CHECKPOINT" in log
-    started, failed = (_log_time(log, marker) for marker in ("listening on", "could not load"))
-    assert (failed - started).total_seconds() < FAIL_FAST_S
+    assert log_seconds(log, "listening on", "could not load") < FAIL_FAST_S
 
 
 def test_unknown_name_is_a_setup_error() -> None:
     with pytest.raises(CalculatorSetupError, match="neither a MatterSim pretrained model"):
         resolve_checkpoint("MatterSim-v9")
-
-
-def _log_time(log: str, marker: str) -> datetime:
-    line = next(line for line in log.splitlines() if marker in line)
-    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")

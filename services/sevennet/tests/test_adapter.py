@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
-import numpy as np
-from ase.build import bulk, molecule
-
-from umlip_serve import (
-    ALL_PROPERTIES,
-    Property,
-    StructureOutput,
-    atoms_to_batch,
+from umlip_serve.testing import (
+    assert_molecule_and_crystal_in_one_batch,
+    assert_only_requested_properties,
+    assert_split_passes_agree,
 )
 from umlip_sevennet import SevenNetPotential
 
@@ -20,37 +14,12 @@ def test_molecule_and_crystal_in_one_batch(potential: SevenNetPotential) -> None
     """A molecule's energy and forces come with a crystal's in one batch (its stress is
     refused by the harness before the adapter sees it: the conformance suite's
     ``test_non_periodic_structure_rules``)."""
-    water = molecule("H2O")
-    silicon = bulk("Si", "diamond", a=5.43)
-    energy_forces = potential.calculate(
-        atoms_to_batch([water, silicon]), (Property.ENERGY, Property.FORCES)
-    )
-    assert all(isinstance(r, StructureOutput) for r in energy_forces)
-    (alone,) = potential.calculate(atoms_to_batch([silicon]), ALL_PROPERTIES)
-    assert isinstance(alone, StructureOutput)
-    np.testing.assert_allclose(alone.energy, energy_forces[1].energy, atol=1e-5)
+    assert_molecule_and_crystal_in_one_batch(potential)
 
 
 def test_only_requested_properties(potential: SevenNetPotential) -> None:
-    silicon = bulk("Si", "diamond", a=5.43)
-    (result,) = potential.calculate(atoms_to_batch([silicon]), (Property.ENERGY,))
-    assert isinstance(result, StructureOutput)
-    assert result.energy is not None and result.forces is None and result.stress is None
+    assert_only_requested_properties(potential)
 
 
 def test_passes_split_by_edges_give_the_same_results(potential: SevenNetPotential) -> None:
-    structures = []
-    for seed, a in enumerate((5.40, 5.43, 5.47)):
-        atoms = bulk("Si", "diamond", a=a, cubic=True)
-        atoms.rattle(0.03, seed=seed)
-        structures.append(atoms)
-    batch = atoms_to_batch(structures)
-    together = potential.calculate(batch, ALL_PROPERTIES)
-    split = copy.copy(potential)  # shares the loaded model
-    split.max_edges_per_pass = 1  # one structure per pass
-    apart = split.calculate(batch, ALL_PROPERTIES)
-    for a, b in zip(together, apart, strict=True):
-        assert isinstance(a, StructureOutput) and isinstance(b, StructureOutput)
-        np.testing.assert_allclose(a.energy, b.energy, atol=1e-4)
-        np.testing.assert_allclose(a.forces, b.forces, atol=1e-4)
-        np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
+    assert_split_passes_agree(potential)

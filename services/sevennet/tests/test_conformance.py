@@ -8,20 +8,19 @@ or a GPa/eV/Å^3 mix-up.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 
-from umlip_serve import StructureOutput
 from umlip_serve.conformance import (
+    Calculate,
     ConformanceSuite,
     ConformanceTarget,
+    WrongStressConventionsCheck,
+    low_symmetry_crystals,
     remote_calculate,
-    strained,
 )
 from umlip_sevennet import SevenNetPotential
 from umlip_wire.process import ServiceProcess
@@ -35,32 +34,25 @@ def conformance_structures() -> list[Atoms]:
 
     The GaAs cell is left-handed (negative determinant).
     """
-    rng = np.random.default_rng(7)
-    nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
-    shear = np.array([[1.01, 0.0, 0.0], [0.01, 0.99, 0.0], [0.03, 0.08, 1.0]])
-    nacl.set_cell(nacl.cell.array @ shear, scale_atoms=True)
-    nacl.positions += rng.normal(scale=0.05, size=nacl.positions.shape)
-    gaas = bulk("GaAs", "zincblende", a=5.75)
-    deformation = np.array([[1.0, 0.05, 0.0], [0.0, 1.01, 0.02], [0.0, 0.0, 0.99]])
-    gaas.set_cell(gaas.cell.array[[1, 0, 2]] @ deformation, scale_atoms=True)
-    gaas.positions += rng.normal(scale=0.04, size=gaas.positions.shape)
-    silicon = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 1, 1)
-    silicon.positions += rng.normal(scale=0.04, size=silicon.positions.shape)
-    return [nacl, gaas, silicon]
+    return low_symmetry_crystals()
 
 
-def wrong_conventions(stress: np.ndarray) -> dict[str, np.ndarray]:
-    """Stresses an adapter with a sign, order or unit bug would report."""
-    wrong = {"opposite sign": -stress, "GPa not eV/Å^3": stress * 160.21766208}
-    for order in itertools.permutations((3, 4, 5)):
-        if order != (3, 4, 5):
-            permuted = stress[[0, 1, 2, *order]]
-            wrong[f"shear order {order}"] = permuted
-            wrong[f"shear order {order}, opposite sign"] = -permuted
-    return wrong
+def sevennet_target(calculate: Calculate, potential: SevenNetPotential) -> ConformanceTarget:
+    """The conformance target of a SevenNet server (float32 steps and tolerances)."""
+    return ConformanceTarget(
+        calculate=calculate,
+        potential=potential,
+        structures=conformance_structures(),
+        unsupported=Atoms("Rn", cell=np.eye(3) * 4.5, pbc=True),  # not in 7net-0's 89
+        atol_batch=1e-4,
+        fd_displacement=5e-3,
+        fd_atol_forces=5e-3,
+        fd_strain=FD_STRAIN,
+        fd_atol_stress=FD_ATOL_STRESS,
+    )
 
 
-class TestSevenNetConformance(ConformanceSuite):
+class TestSevenNetConformance(ConformanceSuite, WrongStressConventionsCheck):
     """SevenNet passes every conformance check through a real server process."""
 
     @pytest.fixture(scope="class")
@@ -68,31 +60,4 @@ class TestSevenNetConformance(ConformanceSuite):
     def conformance_target(
         cls, service: ServiceProcess, potential: SevenNetPotential
     ) -> Iterator[ConformanceTarget]:
-        yield ConformanceTarget(
-            calculate=remote_calculate(service.target, timeout_s=600),
-            potential=potential,
-            structures=conformance_structures(),
-            unsupported=Atoms("Rn", cell=np.eye(3) * 4.5, pbc=True),  # not in 7net-0's 89
-            atol_batch=1e-4,
-            fd_displacement=5e-3,
-            fd_atol_forces=5e-3,
-            fd_strain=FD_STRAIN,
-            fd_atol_stress=FD_ATOL_STRESS,
-        )
-
-    def test_stress_check_catches_wrong_conventions(
-        self, conformance_target: ConformanceTarget
-    ) -> None:
-        worst: dict[str, float] = {}
-        for atoms in conformance_target.structures:
-            result = conformance_target.calculate([atoms])[0]
-            assert isinstance(result, StructureOutput) and result.stress is not None
-            deformed = [strained(atoms, v, s * FD_STRAIN) for v in range(6) for s in (1, -1)]
-            energies = np.array([r.energy for r in conformance_target.calculate(deformed)])
-            pairs = energies.reshape(6, 2)
-            numeric = (pairs[:, 0] - pairs[:, 1]) / (2 * FD_STRAIN) / atoms.get_volume()
-            np.testing.assert_allclose(result.stress, numeric, atol=FD_ATOL_STRESS)
-            for name, wrong in wrong_conventions(result.stress).items():
-                worst[name] = max(worst.get(name, 0.0), float(np.abs(wrong - numeric).max()))
-        blind = {name: error for name, error in worst.items() if error < 5 * FD_ATOL_STRESS}
-        assert not blind, f"the stress check would miss these bugs: {blind}"
+        yield sevennet_target(remote_calculate(service.target, timeout_s=600), potential)

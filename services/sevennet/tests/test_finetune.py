@@ -27,7 +27,7 @@ from sevenn import util
 from sevenn.error_recorder import ErrorRecorder
 from sevenn.train.graph_dataset import SevenNetGraphDataset
 from sevenn.train.loss import StressLoss
-from test_conformance import FD_ATOL_STRESS, FD_STRAIN, conformance_structures
+from test_conformance import sevennet_target
 from torch_geometric.data import Batch
 
 from umlip.potential.v1 import potential_service_pb2 as pb
@@ -274,14 +274,6 @@ class TestFineTunedSevenNetConformance(ConformanceSuite):
     def conformance_target(
         cls, finetuned_service: ServiceProcess, finetuned_potential: SevenNetPotential
     ) -> Iterator[ConformanceTarget]:
-        yield ConformanceTarget(
-            calculate=remote_calculate(finetuned_service.target, timeout_s=600),
-            potential=finetuned_potential,
-            structures=conformance_structures(),
-            unsupported=Atoms("Rn", cell=np.eye(3) * 4.5, pbc=True),
-            atol_batch=1e-4,
-            fd_displacement=5e-3,
-            fd_atol_forces=5e-3,
-            fd_strain=FD_STRAIN,
-            fd_atol_stress=FD_ATOL_STRESS,
+        yield sevennet_target(
+            remote_calculate(finetuned_service.target, timeout_s=600), finetuned_potential
         )

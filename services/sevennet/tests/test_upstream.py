@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 from ase import Atoms
 from sevenn.calculator import SevenNetCalculator
 
-from umlip_serve import StructureOutput
 from umlip_serve.conformance import Calculate
+from umlip_serve.testing import assert_matches_calculator
 
 
 def test_matches_upstream_ase_calculator(remote: Calculate, mptrj_frames: list[Atoms]) -> None:
     frames = mptrj_frames[:10]
     results = remote(frames)  # one batched call through the server
     calculator = SevenNetCalculator("7net-0", device="cpu")
-    for atoms, result in zip(frames, results, strict=True):
-        assert isinstance(result, StructureOutput)
-        reference = atoms.copy()
-        reference.calc = calculator
-        # float32 model; batching changes the summation order only.
-        np.testing.assert_allclose(
-            result.energy, reference.get_potential_energy(), atol=1e-5 * len(atoms)
-        )
-        np.testing.assert_allclose(result.forces, reference.get_forces(), atol=1e-4)
-        np.testing.assert_allclose(result.stress, reference.get_stress(voigt=True), atol=1e-5)
+    # float32 model; batching changes the summation order only.
+    assert_matches_calculator(
+        results, frames, calculator, energy_atol_per_atom=1e-5, forces_atol=1e-4, stress_atol=1e-5
+    )

@@ -13,16 +13,25 @@ suite then proves, for that model:
 - forces = -dE/dx and stress = (1/V) dE/d(strain), Voigt xx yy zz yz xz xy with ASE's
   sign, by central finite differences of the energy;
 - invariance of energy, forces and stress under a rigid translation.
+
+Two opt-in mixins prove that the stress check itself is sharp enough on a service's
+structures: :class:`WrongStressConventionsCheck` (float32 models, whose finite
+differences need loose tolerances) and :class:`StressResolutionCheck`. Structure
+builders shared by several services (:func:`low_symmetry_crystals`,
+:func:`strained_and_rattled`) live here too; the pytest fixtures and other test set-up
+are in :mod:`umlip_serve.testing`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 from ase import Atoms
+from ase.build import bulk
 from numpy.typing import NDArray
 
 from umlip.potential.v1 import potential_service_pb2 as pb
@@ -31,6 +40,7 @@ from umlip_serve.potential import Potential
 from umlip_wire.ase_bridge import atoms_to_batch
 from umlip_wire.batch import (
     ALL_PROPERTIES,
+    GPA_PER_EV_PER_A3,
     Property,
     StructureError,
     StructureErrorCode,
@@ -115,6 +125,66 @@ def strained(atoms: Atoms, voigt: int, amount: float) -> Atoms:
     deformed = atoms.copy()
     deformed.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
     return deformed
+
+
+def stress_by_finite_differences(
+    calculate: Calculate, atoms: Atoms, strain: float
+) -> NDArray[np.float64]:
+    """(1/V) dE/d(strain) of periodic ``atoms``, Voigt order, by central differences of
+    the energy with strain step ``strain`` (12 structures in one call)."""
+    deformed = [strained(atoms, v, s * strain) for v in range(6) for s in (1, -1)]
+    energies = np.array([_ok(r).energy for r in calculate(deformed)], dtype=np.float64)
+    pairs = energies.reshape(6, 2)
+    return (pairs[:, 0] - pairs[:, 1]) / (2 * strain) / atoms.get_volume()
+
+
+def wrong_conventions(stress: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+    """Stresses an adapter with a sign, Voigt order or unit bug would report."""
+    wrong = {"opposite sign": -stress, "GPa not eV/Å^3": stress * GPA_PER_EV_PER_A3}
+    for order in itertools.permutations((3, 4, 5)):
+        if order != (3, 4, 5):
+            permuted = stress[[0, 1, 2, *order]]
+            wrong[f"shear order {order}"] = permuted
+            wrong[f"shear order {order}, opposite sign"] = -permuted
+    return wrong
+
+
+def low_symmetry_crystals(nacl_lattice: float = 5.64) -> list[Atoms]:
+    """Low-symmetry cells of 8, 2 and 16 atoms with distinct, nonzero shear stresses.
+
+    Sheared, rattled rock-salt NaCl (lattice constant ``nacl_lattice``, Å), a deformed,
+    rattled zinc-blende GaAs primitive cell written left-handed (negative determinant)
+    and a rattled 2x1x1 diamond Si supercell; always the same (seeded) structures.
+    """
+    rng = np.random.default_rng(7)
+    nacl = bulk("NaCl", "rocksalt", a=nacl_lattice, cubic=True)
+    shear = np.array([[1.01, 0.0, 0.0], [0.01, 0.99, 0.0], [0.03, 0.08, 1.0]])
+    nacl.set_cell(nacl.cell.array @ shear, scale_atoms=True)
+    nacl.positions += rng.normal(scale=0.05, size=nacl.positions.shape)
+    gaas = bulk("GaAs", "zincblende", a=5.75)
+    deformation = np.array([[1.0, 0.05, 0.0], [0.0, 1.01, 0.02], [0.0, 0.0, 0.99]])
+    gaas.set_cell(gaas.cell.array[[1, 0, 2]] @ deformation, scale_atoms=True)
+    gaas.positions += rng.normal(scale=0.04, size=gaas.positions.shape)
+    silicon = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 1, 1)
+    silicon.positions += rng.normal(scale=0.04, size=silicon.positions.shape)
+    return [nacl, gaas, silicon]
+
+
+#: Strain applied by :func:`strained_and_rattled` so that all stress components are
+#: large and distinct.
+DEFORMATION = np.array([[0.97, 0.02, 0.01], [0.0, 0.99, 0.03], [0.015, 0.0, 1.02]])
+
+
+def strained_and_rattled(frames: Sequence[Atoms]) -> list[Atoms]:
+    """Copies of ``frames`` (calculators dropped) under :data:`DEFORMATION`, rattled by
+    0.03 Å (seeded: always the same structures for the same frames)."""
+    rng = np.random.default_rng(7)
+    structures = [atoms.copy() for atoms in frames]
+    for atoms in structures:
+        atoms.calc = None
+        atoms.set_cell(atoms.cell.array @ DEFORMATION, scale_atoms=True)
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+    return structures
 
 
 class ConformanceSuite:
@@ -225,9 +295,7 @@ class ConformanceSuite:
         for atoms in periodic:
             stress = _ok(conformance_target.calculate([atoms])[0]).stress
             assert stress is not None
-            deformed = [strained(atoms, v, s * h) for v in range(6) for s in (1, -1)]
-            energies = _energy(conformance_target, deformed).reshape(6, 2)
-            numeric = (energies[:, 0] - energies[:, 1]) / (2 * h) / atoms.get_volume()
+            numeric = stress_by_finite_differences(conformance_target.calculate, atoms, h)
             np.testing.assert_allclose(stress, numeric, atol=conformance_target.fd_atol_stress)
 
     def test_translation_invariance(self, conformance_target: ConformanceTarget) -> None:
@@ -246,3 +314,52 @@ class ConformanceSuite:
             np.testing.assert_allclose(_ok(a).energy, _ok(b).energy, atol=max(tol, 1e-6))
             np.testing.assert_allclose(_ok(a).forces, _ok(b).forces, atol=max(tol, 1e-5))
             np.testing.assert_allclose(_ok(a).stress, _ok(b).stress, atol=max(tol, 1e-7))
+
+
+class WrongStressConventionsCheck:
+    """Mixin beside :class:`ConformanceSuite`: on the target's structures, the stress
+    check (tolerance ``fd_atol_stress``, step ``fd_strain``) would still fail for a
+    wrong sign, a wrong Voigt order or a GPa/eV/Å^3 mix-up; for float32 models, whose
+    finite-difference tolerances are loose.
+
+    Every wrong convention must miss the finite-difference stress by at least five
+    times the tolerance in some structure.
+    """
+
+    def test_stress_check_catches_wrong_conventions(
+        self, conformance_target: ConformanceTarget
+    ) -> None:
+        h = conformance_target.fd_strain
+        tol = conformance_target.fd_atol_stress
+        worst: dict[str, float] = {}
+        for atoms in conformance_target.structures:
+            result = conformance_target.calculate([atoms])[0]
+            assert isinstance(result, StructureOutput) and result.stress is not None
+            numeric = stress_by_finite_differences(conformance_target.calculate, atoms, h)
+            np.testing.assert_allclose(result.stress, numeric, atol=tol)
+            for name, wrong in wrong_conventions(result.stress).items():
+                worst[name] = max(worst.get(name, 0.0), float(np.abs(wrong - numeric).max()))
+        blind = {name: error for name, error in worst.items() if error < 5 * tol}
+        assert not blind, f"the stress check would miss these bugs: {blind}"
+
+
+class StressResolutionCheck:
+    """Mixin beside :class:`ConformanceSuite`: the target's structures have stresses
+    large and distinct enough for the stress check."""
+
+    def test_stresses_resolve_sign_and_voigt_order(
+        self, conformance_target: ConformanceTarget
+    ) -> None:
+        """The structures' stresses are large and distinct enough for the stress check.
+
+        Every component exceeds the tolerance (a sign error cannot hide), and every pair
+        of components differs by more than twice the tolerance in some structure (nor
+        can two swapped Voigt components).
+        """
+        tol = conformance_target.fd_atol_stress
+        results = conformance_target.calculate(conformance_target.structures)
+        stresses = np.array([r.stress for r in results if isinstance(r, StructureOutput)])
+        assert stresses.shape == (len(results), 6)
+        assert np.abs(stresses).min() > 4 * tol
+        gaps = np.abs(stresses[:, :, None] - stresses[:, None, :]).max(axis=0)
+        assert gaps[np.triu_indices(6, 1)].min() > 2 * tol
