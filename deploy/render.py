@@ -11,7 +11,12 @@ Each potential service is described once, in ``services/<name>/service.toml`` (s
 - ``deploy/compose/endpoints.json``: the default services on their loopback ports;
 - ``deploy/k8s/models/<name>.yaml`` (a Deployment and a headless Service),
   ``deploy/k8s/kustomization.yaml`` and ``deploy/k8s/orchestrator/endpoints.json`` for
-  the default services.
+  the default services;
+- for every service with a fine-tuning module (``src/umlip_<name>/finetune.py``):
+  its one-off in ``deploy/compose/finetune.yml``, its Job
+  ``deploy/k8s/finetune/<name>/kustomization.yaml``, and (default services) the
+  kustomize Component ``deploy/k8s/finetuned/<name>`` that makes its Deployment serve
+  the fine-tuned checkpoint.
 
 Usage (from the repository root; ``--check`` exits 1 and lists the files that differ
 from what the descriptions give, without writing; ``--root`` renders another tree)::
@@ -464,6 +469,134 @@ images:
     )
 
 
+FINETUNE_HEADER = """\
+# Fine-tuning as one-off containers: each model's own image runs its own training code
+# (python -m umlip_<model>.finetune) on a canonical training file, and writes the
+# checkpoint and its provenance.json into the checkpoints folder the services mount.
+#
+#   cd deploy/compose
+#   docker compose -p umlip -f docker-compose.yml -f cpu.yml -f finetune.yml \\
+#       run --rm finetune-chgnet --epochs 5 --learning-rate 1e-4
+#   # then serve it: UMLIP_CHGNET_CHECKPOINT=/checkpoints/chgnet-ft docker compose ... up
+#
+# The services have the profile "finetune", so `up` never starts them. Variables:
+# UMLIP_FINETUNE_DATA (host folder with training.xyz, mounted read-only at /finetune;
+# default ./finetune), UMLIP_CHECKPOINTS (host folder mounted read-write at /checkpoints;
+# the output goes to /checkpoints/<model>-ft), UMLIP_DEVICE (cpu, the default, or cuda:
+# then give the container a GPU, e.g. `docker compose run --gpus all` with Compose v2).
+# Arguments after the service name go to the fine-tuning module (`--help` lists them).
+# MACE and MatterSim need --base-checkpoint (a local file under /checkpoints): their
+# foundation weights are not in the wheels.
+version: "2.4"
+
+x-finetune: &finetune
+  profiles: ["finetune"]
+  # Training reads and writes files only: no network.
+  network_mode: none
+  volumes:
+    - ${UMLIP_FINETUNE_DATA:-./finetune}:/finetune:ro
+    - ${UMLIP_CHECKPOINTS:-./checkpoints}:/checkpoints
+  environment:
+    UMLIP_TORCH_THREADS: ${UMLIP_TORCH_THREADS:-1}
+
+services:
+"""
+
+
+def finetune_compose(services: list[ServiceDescription]) -> str:
+    """``deploy/compose/finetune.yml``: one one-off per service that fine-tunes."""
+    blocks = [
+        f"""  finetune-{s.name}:
+    <<: *finetune
+    image: umlip/{s.name}:${{UMLIP_TAG:-0.1.0}}
+    entrypoint: ["/opt/venv/bin/python", "-m", "{s.module}.finetune",
+                 "--train", "/finetune/training.xyz", "--out", "/checkpoints/{s.name}-ft",
+                 "--device", "${{UMLIP_DEVICE:-cpu}}"]
+"""
+        for s in services
+        if s.finetunes
+    ]
+    return GENERATED + FINETUNE_HEADER + "\n".join(blocks)
+
+
+def finetune_job(service: ServiceDescription) -> str:
+    """``deploy/k8s/finetune/<name>/kustomization.yaml``: the Job of ``finetune/base``
+    with the service's image, module and output folder."""
+    name = service.name
+    return (
+        GENERATED
+        + f"""# Fine-tune {name} on the cluster: kubectl apply -k deploy/k8s/finetune/{name}
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: umlip
+nameSuffix: -{name}
+labels:
+  - pairs:
+      app.kubernetes.io/part-of: umlip
+      app.kubernetes.io/name: {name}
+resources:
+  - ../base
+images:
+  - name: umlip/model
+    newName: umlip/{name}
+    newTag: 0.1.0
+patches:
+  - target: {{kind: Job, name: finetune}}
+    patch: |-
+      - op: replace
+        path: /spec/template/spec/containers/0/env
+        value:
+          - {{name: UMLIP_FINETUNE_MODULE, value: {service.module}.finetune}}
+          - {{name: UMLIP_FINETUNE_OUT, value: /checkpoints/{name}-ft}}
+"""
+    )
+
+
+def finetuned_component(service: ServiceDescription) -> str:
+    """``deploy/k8s/finetuned/<name>/kustomization.yaml``: a kustomize Component that
+    makes the service's Deployment serve what its fine-tuning Job wrote."""
+    name = service.name
+    return (
+        GENERATED
+        + f"""# Serve the fine-tuned {name}: what the Job of deploy/k8s/finetune/{name} wrote to
+# /checkpoints/{name}-ft on the claim umlip-checkpoints (deploy/k8s/finetune/volumes).
+# A kustomize Component, added to an overlay of deploy/k8s (or of deploy/k8s-tls):
+#
+#   resources: [../umlip/deploy/k8s]
+#   components: [../umlip/deploy/k8s/finetuned/{name}]
+#
+# The pods mount the claim read-only and set UMLIP_CHECKPOINT to the output folder; the
+# service then reports the fine-tuned model's own name ({name}-ft-<sha8>) and checkpoint.
+apiVersion: kustomize.config.k8s.io/v1alpha1
+kind: Component
+patches:
+  - target: {{kind: Deployment, name: {name}}}
+    patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: {name}
+      spec:
+        template:
+          spec:
+            containers:
+              - name: potential
+                env:
+                  - name: UMLIP_CHECKPOINT
+                    value: /checkpoints/{name}-ft
+                volumeMounts:
+                  - name: checkpoints
+                    mountPath: /checkpoints
+                    readOnly: true
+            volumes:
+              - name: checkpoints
+                persistentVolumeClaim:
+                  claimName: umlip-checkpoints
+                  readOnly: true
+"""
+    )
+
+
 def rendered(root: Path) -> dict[Path, str]:
     """Every derived file under ``root`` and its content."""
     services = list(read_descriptions(root / "services").values())
@@ -476,16 +609,34 @@ def rendered(root: Path) -> dict[Path, str]:
         root / "deploy/k8s/kustomization.yaml": kustomization(services),
         root / "deploy/k8s/orchestrator/endpoints.json": k8s_endpoints(services),
     }
+    files[root / "deploy/compose/finetune.yml"] = finetune_compose(services)
     for service in services:
         if service.default:
             files[root / f"deploy/k8s/models/{service.name}.yaml"] = k8s_model(service)
+        if service.finetunes:
+            job = root / f"deploy/k8s/finetune/{service.name}/kustomization.yaml"
+            files[job] = finetune_job(service)
+        if service.finetunes and service.default:
+            component = root / f"deploy/k8s/finetuned/{service.name}/kustomization.yaml"
+            files[component] = finetuned_component(service)
     return files
 
 
+#: Hand-written folders among the derived ones.
+_KEPT = {"base", "volumes"}
+
+
 def stale_models(root: Path, files: Iterable[Path]) -> list[Path]:
-    """Model manifests of services that no longer exist (or left the default set)."""
+    """Derived files of services that no longer exist (or left the default set, or no
+    longer fine-tune)."""
     wanted = set(files)
-    return sorted(p for p in (root / "deploy/k8s/models").glob("*.yaml") if p not in wanted)
+    k8s = root / "deploy/k8s"
+    candidates = [
+        *(k8s / "models").glob("*.yaml"),
+        *(p for p in (k8s / "finetune").glob("*/kustomization.yaml") if p.parent.name not in _KEPT),
+        *(k8s / "finetuned").glob("*/kustomization.yaml"),
+    ]
+    return sorted(p for p in candidates if p not in wanted)
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
@@ -511,6 +662,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         out(f"wrote {path.relative_to(root)}")
     for path in stale:
         path.unlink()
+        if path.name == "kustomization.yaml" and not any(path.parent.iterdir()):
+            path.parent.rmdir()
         out(f"removed {path.relative_to(root)}")
     return 0
 

@@ -3,6 +3,7 @@ running a model's own fine-tuning module in that model's own image, checked offl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import kubernetes_validate
@@ -58,3 +59,63 @@ def test_kubernetes_job_is_valid_and_runs_the_models_trainer(model: str, version
     for doc in volumes:
         kubernetes_validate.validate(doc, version, strict=True)
     assert claims == {doc["metadata"]["name"] for doc in volumes}
+
+
+def overlay(tmp_path: Path, base: str, model: str) -> list[dict]:
+    """``kubectl kustomize`` of an overlay of ``deploy/<base>`` with the model's
+    ``finetuned`` Component, as a user writes it (kustomize wants relative paths)."""
+    folder = tmp_path / f"{base}-{model}"
+    folder.mkdir()
+    deploy = Path(os.path.relpath(REPO_ROOT / "deploy", folder))
+    (folder / "kustomization.yaml").write_text(
+        f"resources: [{deploy / base}]\ncomponents: [{deploy / 'k8s' / 'finetuned' / model}]\n"
+    )
+    return kustomize(folder)
+
+
+def deployment(docs: list[dict], name: str) -> dict:
+    (found,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    return found
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("base", ["k8s", "k8s-tls"])
+def test_finetuned_component_serves_what_the_job_wrote(
+    tmp_path: Path, model: str, base: str
+) -> None:
+    docs = overlay(tmp_path, base, model)
+    plain = kustomize(REPO_ROOT / "deploy" / base)
+    served = deployment(docs, model)
+    for version in (OLDEST_VERSION, kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(served, version, strict=True)
+    spec = served["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (job,) = kustomize(FINETUNE / model)
+    job_env = {
+        e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["UMLIP_CHECKPOINT"] == job_env["UMLIP_FINETUNE_OUT"] == f"/checkpoints/{model}-ft"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["checkpoints"] == {"name": "checkpoints", "mountPath": "/checkpoints",
+                                     "readOnly": True}  # fmt: skip
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    claim = volumes["checkpoints"]["persistentVolumeClaim"]
+    job_claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in job["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "checkpoints"
+    }
+    assert claim == {"claimName": "umlip-checkpoints", "readOnly": True} and job_claims == {
+        "umlip-checkpoints"
+    }
+    # What the base had is kept (the TLS secret volume, the model cache), and nothing else
+    # of the stack changes.
+    before = deployment(plain, model)["spec"]["template"]["spec"]
+    assert {v["name"] for v in before.get("volumes", [])} <= set(volumes)
+    assert set(env) - {e["name"] for e in before["containers"][0]["env"]} <= {"UMLIP_CHECKPOINT"}
+    others = [d for d in docs if not (d["kind"] == "Deployment" and d["metadata"]["name"] == model)]
+    untouched = [
+        d for d in plain if not (d["kind"] == "Deployment" and d["metadata"]["name"] == model)
+    ]
+    assert others == untouched

@@ -48,6 +48,25 @@ def test_check_notices_drift(tmp_path: Path) -> None:
     assert "out of date: deploy/k8s/models/drift.yaml" in result.stdout
 
 
+def test_files_of_a_service_that_no_longer_fine_tunes_are_removed(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(REPO_ROOT / "deploy/docker/new_service.py"), "tuned",
+                    "--dest", str(tmp_path)], check=True, capture_output=True)  # fmt: skip
+    module = tmp_path / "services/tuned/src/umlip_tuned/finetune.py"
+    module.write_text('"""Fine-tuning of tuned."""\n')
+    assert render("--root", str(tmp_path)).returncode == 0
+    job = tmp_path / "deploy/k8s/finetune/tuned/kustomization.yaml"
+    component = tmp_path / "deploy/k8s/finetuned/tuned/kustomization.yaml"
+    assert job.is_file() and component.is_file()
+    module.unlink()
+    result = render("--check", "--root", str(tmp_path))
+    assert result.returncode == 1
+    assert "out of date: deploy/k8s/finetune/tuned/kustomization.yaml" in result.stdout
+    assert render("--root", str(tmp_path)).returncode == 0
+    assert not job.parent.exists() and not component.parent.exists()
+    assert (tmp_path / "deploy/k8s/finetune/base/job.yaml").is_file()  # hand-written, kept
+    assert render("--check", "--root", str(tmp_path)).returncode == 0
+
+
 def changed_files(a: Path, b: Path) -> list[str]:
     """Files that differ or exist on one side only, relative paths."""
     found = []
@@ -72,14 +91,24 @@ def test_a_dropped_in_service_reaches_compose_and_kubernetes(tmp_path: Path) -> 
     # The drop-in itself wrote only its own folder.
     touched = changed_files(pristine, tree)
     assert touched == ["services/newmodel", "services/other"], touched
+    # A model that fine-tunes has a fine-tuning module in its package (`other` has none).
+    module = tree / "services/newmodel/src/umlip_newmodel/finetune.py"
+    module.write_text('"""Fine-tuning of newmodel."""\n')
     for root in (pristine, tree):  # the one command that derives everything else
         result = render("--root", str(root))
         assert result.returncode == 0, result.stderr
     rendered = [p for p in changed_files(pristine, tree) if not p.startswith("services/")]
     assert rendered == ["deploy/compose/docker-compose.yml", "deploy/compose/endpoints.json",
-                        "deploy/compose/tls.yml", "deploy/k8s/kustomization.yaml",
+                        "deploy/compose/finetune.yml", "deploy/compose/tls.yml",
+                        "deploy/k8s/finetune/newmodel", "deploy/k8s/finetuned/newmodel",
+                        "deploy/k8s/kustomization.yaml",
                         "deploy/k8s/models/newmodel.yaml", "deploy/k8s/models/other.yaml",
                         "deploy/k8s/orchestrator/endpoints.json"], rendered  # fmt: skip
+    finetune = yaml.safe_load((tree / "deploy/compose/finetune.yml").read_text())["services"]
+    assert finetune["finetune-newmodel"]["entrypoint"][2] == "umlip_newmodel.finetune"
+    (job,) = kustomize(tree / "deploy/k8s/finetune/newmodel")
+    kubernetes_validate.validate(job, OLDEST_VERSION, strict=True)
+    assert job["metadata"]["name"] == "finetune-newmodel"
 
     port = read_descriptions(tree / "services")["newmodel"].port
     compose = yaml.safe_load((tree / "deploy/compose/docker-compose.yml").read_text())

@@ -63,6 +63,12 @@ class ServiceDescription:
     folder: Path
 
     @property
+    def finetunes(self) -> bool:
+        """Whether the adapter package has a fine-tuning module (``umlip_<name>.finetune``):
+        ``umlip finetune run``, the compose one-off and the Kubernetes Job then exist."""
+        return (self.folder / "src" / self.module / "finetune.py").is_file()
+
+    @property
     def env_name(self) -> str:
         """The name in environment variables, e.g. ``MY_MODEL`` for ``my-model``."""
         return self.name.upper().replace("-", "_")
