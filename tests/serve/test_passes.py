@@ -109,3 +109,20 @@ def test_what_counts_as_running_out_of_memory(error: BaseException, expected: bo
 def test_a_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         EdgeBudget(0, "m")
+
+
+def test_an_adapter_budget_comes_from_its_settings_and_class() -> None:
+    class GraphModel:
+        name = "graph"
+        cpu_edges_per_pass = 2_000
+        bytes_per_edge = 0.25e6
+
+        def __init__(self, settings: Settings) -> None:
+            self.settings = settings
+
+    default = EdgeBudget.for_potential(GraphModel(Settings()), None)
+    assert default.edges == 2_000
+    on_gpu = EdgeBudget.for_potential(GraphModel(Settings()), 80 * GIB)
+    assert on_gpu.edges == int(GPU_MEMORY_FRACTION * 80 * GIB / 0.25e6)
+    chosen = EdgeBudget.for_potential(GraphModel(Settings(max_edges_per_pass=777)), 80 * GIB)
+    assert chosen.edges == 777

@@ -52,7 +52,7 @@ from umlip_serve import (
     file_sha256,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, edge_budget, out_of_memory
+from umlip_serve.passes import EdgeBudget, out_of_memory
 
 
 def predict(
@@ -131,15 +131,7 @@ class CHGNetPotential(Potential):
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
             raise CalculatorSetupError(f"cannot load CHGNet from {path}: {error}") from error
         self._model.graph_converter.set_isolated_atom_response("error")
-        self.passes = EdgeBudget(
-            edge_budget(
-                self.settings.max_edges_per_pass,
-                cpu_edges=self.cpu_edges_per_pass,
-                bytes_per_edge=self.bytes_per_edge,
-                device_memory_bytes=device_memory_bytes(self.settings.device),
-            ),
-            self.name,
-        )
+        self.passes = EdgeBudget.for_potential(self, device_memory_bytes(self.settings.device))
         versions = package_versions("chgnet", "torch", "pymatgen", "numpy")
         n_elements = self._model.atom_embedding.embedding.num_embeddings
         return ModelInfo(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from umlip_wire.batch import chunk_by_budget
 
@@ -74,6 +75,19 @@ class EdgeBudget:
         self.edges = edges
         self._model = model
         logger.info("%s: forward passes of at most %d graph edges", model, edges)
+
+    @classmethod
+    def for_potential(cls, potential: Any, device_memory_bytes: int | None) -> EdgeBudget:
+        """The budget of a graph-model adapter on its device: from its settings'
+        ``max_edges_per_pass`` and its class's ``cpu_edges_per_pass`` and
+        ``bytes_per_edge`` (see :func:`edge_budget`)."""
+        edges = edge_budget(
+            potential.settings.max_edges_per_pass,
+            cpu_edges=potential.cpu_edges_per_pass,
+            bytes_per_edge=potential.bytes_per_edge,
+            device_memory_bytes=device_memory_bytes,
+        )
+        return cls(edges, potential.name)
 
     def run(
         self,

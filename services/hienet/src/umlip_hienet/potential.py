@@ -47,7 +47,7 @@ from umlip_serve import (
     fill_missing,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, edge_budget, out_of_memory
+from umlip_serve.passes import EdgeBudget, out_of_memory
 
 #: HIENet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
 TO_ASE_VOIGT = [0, 1, 2, 4, 5, 3]
@@ -88,15 +88,7 @@ class HIENetPotential(Potential):
         model.set_is_batch_data(True)
         self._model = model.to(self.settings.device).eval()
         self._cutoff = float(config[keys.CUTOFF])
-        self.passes = EdgeBudget(
-            edge_budget(
-                self.settings.max_edges_per_pass,
-                cpu_edges=self.cpu_edges_per_pass,
-                bytes_per_edge=self.bytes_per_edge,
-                device_memory_bytes=device_memory_bytes(self.settings.device),
-            ),
-            self.name,
-        )
+        self.passes = EdgeBudget.for_potential(self, device_memory_bytes(self.settings.device))
         type_map = {int(z): int(i) for z, i in config[keys.TYPE_MAP].items()}
         #: atomic number -> the model's type index (-1: unsupported; the harness refuses
         #: those before calculate sees them).

@@ -36,7 +36,7 @@ from umlip_serve import (
     fill_missing,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, edge_budget, out_of_memory
+from umlip_serve.passes import EdgeBudget, out_of_memory
 from umlip_sevennet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 
 #: SevenNet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
@@ -77,15 +77,7 @@ class SevenNetPotential(Potential):
         model.set_is_batch_data(True)
         self._model = model.to(self.settings.device).eval()
         self._cutoff = float(config[keys.CUTOFF])
-        self.passes = EdgeBudget(
-            edge_budget(
-                self.settings.max_edges_per_pass,
-                cpu_edges=self.cpu_edges_per_pass,
-                bytes_per_edge=self.bytes_per_edge,
-                device_memory_bytes=device_memory_bytes(self.settings.device),
-            ),
-            self.name,
-        )
+        self.passes = EdgeBudget.for_potential(self, device_memory_bytes(self.settings.device))
         versions = package_versions("sevenn", "torch", "e3nn", "torch_geometric", "numpy")
         return ModelInfo(
             model_version=versions["sevenn"],
