@@ -69,7 +69,7 @@ def test_a_pass_out_of_memory_halves_the_budget_and_the_rest_still_runs(
     assert sorted(i for chunk in ran for i in chunk) == list(range(10))  # each once
     assert budget.edges == 25  # 100 -> 50 -> 25 edges: the first that fits
     assert all(sum(sizes[i] for i in chunk) <= 25 for chunk in ran)
-    assert "chgnet: out of memory in a pass of 10 structures (100 edges)" in caplog.text
+    assert "chgnet: out of memory in a pass of 10 structures (100 graph edges)" in caplog.text
     assert "UMLIP_MAX_EDGES_PER_PASS" in caplog.text
     later: list[list[int]] = []
     budget.run(sizes[:4], later.append, out_of_memory)  # the next call starts smaller
@@ -126,3 +126,20 @@ def test_an_adapter_budget_comes_from_its_settings_and_class() -> None:
     assert on_gpu.edges == int(GPU_MEMORY_FRACTION * 80 * GIB / 0.25e6)
     chosen = EdgeBudget.for_potential(GraphModel(Settings(max_edges_per_pass=777)), 80 * GIB)
     assert chosen.edges == 777
+
+
+def test_an_unbounded_budget_runs_a_call_in_one_pass_until_memory_runs_out() -> None:
+    sizes = [40, 40, 40, 40]
+    passes: list[list[int]] = []
+    unbounded = EdgeBudget(None, "mattersim", unit="atoms")
+    unbounded.run(sizes, passes.append, out_of_memory)
+    assert passes == [[0, 1, 2, 3]] and unbounded.edges is None
+
+    def device_of_100_atoms(chunk: list[int]) -> None:
+        if sum(sizes[i] for i in chunk) > 100:
+            raise OutOfMemoryError("CUDA out of memory")
+        passes.append(chunk)
+
+    passes.clear()
+    unbounded.run(sizes, device_of_100_atoms, out_of_memory)
+    assert passes == [[0, 1], [2, 3]] and unbounded.edges == 80

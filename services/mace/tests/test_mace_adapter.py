@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import molecule
 
@@ -18,6 +19,7 @@ from umlip_serve import (
     atoms_to_batch,
     file_sha256,
 )
+from umlip_serve.testing import assert_passes_survive_running_out_of_memory
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +73,11 @@ def test_float32_agrees_with_float64(
         np.testing.assert_allclose(a.energy, b.energy, rtol=1e-5)
         np.testing.assert_allclose(a.forces, b.forces, atol=1e-3)
         np.testing.assert_allclose(a.stress, b.stress, atol=1e-4)
+
+
+def test_a_pass_that_runs_out_of_memory_is_split(
+    potential: MACEPotential, training_frames: list[Atoms]
+) -> None:
+    assert_passes_survive_running_out_of_memory(
+        potential, torch.cuda.OutOfMemoryError, training_frames[:4]
+    )

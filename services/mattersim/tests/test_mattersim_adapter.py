@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import molecule
 
@@ -18,6 +19,7 @@ from umlip_serve import (
     atoms_to_batch,
     file_sha256,
 )
+from umlip_serve.testing import assert_passes_survive_running_out_of_memory
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +63,11 @@ def test_non_periodic_structure(potential: MatterSimPotential) -> None:
         atoms_to_batch([water]), (Property.ENERGY, Property.FORCES)
     )
     assert isinstance(forces_only, StructureOutput) and forces_only.forces.shape == (3, 3)
+
+
+def test_a_pass_that_runs_out_of_memory_is_split(
+    potential: MatterSimPotential, training_frames: list[Atoms]
+) -> None:
+    assert_passes_survive_running_out_of_memory(
+        potential, torch.cuda.OutOfMemoryError, training_frames[:4]
+    )

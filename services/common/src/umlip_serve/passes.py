@@ -66,15 +66,20 @@ def out_of_memory(error: BaseException) -> bool:
 
 
 class EdgeBudget:
-    """Runs items (graphs) in passes of at most :attr:`edges` edges each; a pass that
-    runs out of memory halves the budget for it and every later pass."""
+    """Runs items (graphs) in passes of at most :attr:`edges` edges each (None: all the
+    items of a call in one pass); a pass that runs out of memory halves the budget for
+    it and every later pass. ``unit`` names what the sizes count, for the log."""
 
-    def __init__(self, edges: int, model: str) -> None:
-        if edges < 1:
+    def __init__(self, edges: int | None, model: str, unit: str = "graph edges") -> None:
+        if edges is not None and edges < 1:
             raise ValueError(f"an edge budget must be positive, got {edges}")
         self.edges = edges
         self._model = model
-        logger.info("%s: forward passes of at most %d graph edges", model, edges)
+        self._unit = unit
+        if edges is None:
+            logger.info("%s: one forward pass per call, split if memory runs out", model)
+        else:
+            logger.info("%s: forward passes of at most %d %s", model, edges, unit)
 
     @classmethod
     def for_potential(cls, potential: Any, device_memory_bytes: int | None) -> EdgeBudget:
@@ -104,7 +109,8 @@ class EdgeBudget:
         """
         start = 0
         while start < len(sizes):
-            (first, *_) = chunk_by_budget(sizes[start:], self.edges)
+            budget = self.edges if self.edges is not None else sum(sizes[start:])
+            (first, *_) = chunk_by_budget(sizes[start:], budget)
             chunk = [start + i for i in first]
             try:
                 run_pass(chunk)
@@ -112,13 +118,14 @@ class EdgeBudget:
                 if not is_out_of_memory(error) or len(chunk) == 1:
                     raise
                 edges = sum(sizes[i] for i in chunk)
-                self.edges = max(1, min(self.edges, edges) // 2)
+                self.edges = max(1, min(self.edges or edges, edges) // 2)
                 logger.warning(
-                    "%s: out of memory in a pass of %d structures (%d edges); passes now "
-                    "hold at most %d edges (set UMLIP_MAX_EDGES_PER_PASS to fix it)",
+                    "%s: out of memory in a pass of %d structures (%d %s); passes now "
+                    "hold at most %d (set UMLIP_MAX_EDGES_PER_PASS to fix it)",
                     self._model,
                     len(chunk),
                     edges,
+                    self._unit,
                     self.edges,
                 )
                 continue

@@ -32,10 +32,11 @@ class Settings:
             before running a model call (UMLIP_BATCH_WAIT_MS). The default 0 adds no
             latency: calls that queued while the model was busy are merged into the
             next model call; a few ms helps a GPU model under bursty load.
-        max_edges_per_pass: most graph edges in one forward pass of a model that batches
-            by edges (CHGNet, SevenNet, HIENet; UMLIP_MAX_EDGES_PER_PASS). 0 (the
-            default) sizes it to the device: the model's CPU budget, or on a GPU what
-            fits in part of its memory (:func:`umlip_serve.passes.edge_budget`).
+        max_edges_per_pass: most graph edges in one forward pass (CHGNet, SevenNet,
+            HIENet, MACE; UMLIP_MAX_EDGES_PER_PASS). 0 (the default): for CHGNet,
+            SevenNet and HIENet sized to the device, their CPU budget or on a GPU what
+            fits in part of its memory (:func:`umlip_serve.passes.edge_budget`); MACE
+            runs a call in one pass. Passes that run out of memory are split anyway.
         max_queued_atoms: most atoms waiting for or in the model at once; a call that
             would go over is refused with RESOURCE_EXHAUSTED (load shedding; clients
             retry with backoff). One call alone is always admitted. 0 (the default)

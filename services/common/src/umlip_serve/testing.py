@@ -212,20 +212,24 @@ def assert_split_passes_agree(potential: Any) -> None:
 
 
 def assert_passes_survive_running_out_of_memory(
-    potential: Any, error_type: type[BaseException]
+    potential: Any,
+    error_type: type[BaseException],
+    structures: Sequence[Atoms] | None = None,
 ) -> None:
-    """Four rattled silicon cells, where any pass of more than one structure runs out of
-    memory (``error_type``, e.g. ``torch.cuda.OutOfMemoryError``, raised before the pass
-    runs): the adapter still answers every structure as in its normal passes, and its
-    edge budget has shrunk for the passes that follow."""
-    structures = []
-    for seed, a in enumerate((5.40, 5.43, 5.45, 5.47)):
-        atoms = bulk("Si", "diamond", a=a, cubic=True)
-        atoms.rattle(0.03, seed=seed)
-        structures.append(atoms)
+    """Four structures (default: rattled silicon cells), where any pass of more than one
+    runs out of memory (``error_type``, e.g. ``torch.cuda.OutOfMemoryError``, raised
+    before the pass runs): the adapter still answers every structure as in its normal
+    passes, and its edge budget has shrunk for the passes that follow."""
+    if structures is None:
+        structures = []
+        for seed, a in enumerate((5.40, 5.43, 5.45, 5.47)):
+            atoms = bulk("Si", "diamond", a=a, cubic=True)
+            atoms.rattle(0.03, seed=seed)
+            structures.append(atoms)
     batch = atoms_to_batch(structures)
     reference = potential.calculate(batch, ALL_PROPERTIES)
     budget, before = 10**9, potential.passes.edges
+    assert len(structures) > 2
 
     class SmallDevice(EdgeBudget):
         """The adapter's own passes, on a device that holds one structure at a time."""

@@ -34,6 +34,7 @@ from umlip_serve import (
     package_versions,
 )
 from umlip_serve.checkpoint_scan import TENSOR_CHECKPOINT_GLOBALS
+from umlip_serve.passes import EdgeBudget, out_of_memory
 
 #: Keys MACECalculator reads from ``Atoms.info`` (absent keys are simply unused).
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -84,6 +85,9 @@ class MACEPotential(Potential):
         self._r_max = float(model.r_max)
         self._heads: list[str] = list(getattr(model, "heads", None) or ["Default"])
         self._head = default_head(self._heads)
+        # All of a call's graphs in one pass (or UMLIP_MAX_EDGES_PER_PASS edges); a pass
+        # that runs out of memory is split instead of failing the call.
+        self.passes = EdgeBudget(self.settings.max_edges_per_pass or None, self.name)
         return ModelInfo(
             model_version=mace.__version__,
             checkpoint_name=checkpoint_name,
@@ -117,10 +121,13 @@ class MACEPotential(Potential):
                     results[index] = _failed(f"graph construction: {error}")
                     continue
                 rows.append(index)
-        if graphs:
-            outputs = self._forward(graphs, properties)
-            for row, output in zip(rows, outputs, strict=True):
-                results[row] = output
+
+        def run_pass(chunk: list[int]) -> None:
+            outputs = self._forward([graphs[i] for i in chunk], properties)
+            for i, output in zip(chunk, outputs, strict=True):
+                results[rows[i]] = output
+
+        self.passes.run([int(g.edge_index.shape[1]) for g in graphs], run_pass, out_of_memory)
         return fill_missing(results)
 
     def _forward(

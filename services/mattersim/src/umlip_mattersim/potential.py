@@ -2,6 +2,9 @@
 
 All structures of a call go through mattersim's ``build_dataloader`` as one batch and
 ``Potential.predict_properties`` (what ``MatterSimCalculator`` does for one structure).
+A call's structures go through in one pass; should it run out of memory, the pass is
+split (:class:`umlip_serve.passes.EdgeBudget`, counted in atoms: mattersim builds the
+graphs inside its dataloader) instead of failing the call.
 MatterSim builds its graphs in float32 only, so the model runs in float32 whatever
 ``UMLIP_DTYPE`` asks, and GetModelInfo says so. Its stress is in GPa with ASE's sign:
 it is converted to eV/Å^3 and reshaped to Voigt order here.
@@ -31,8 +34,10 @@ from umlip_serve import (
     StructureResult,
     batch_to_atoms,
     file_sha256,
+    fill_missing,
     package_versions,
 )
+from umlip_serve.passes import EdgeBudget, out_of_memory
 
 _VERSIONED = ("mattersim", "torch", "e3nn", "torch-geometric", "pymatgen-core", "ase", "numpy")
 
@@ -57,6 +62,7 @@ class MatterSimPotential(Potential):
                 f"cannot read MatterSim checkpoint {path}: {error}"
             ) from error
         args = self._model.model.model_args
+        self.passes = EdgeBudget(None, self.name, unit="atoms")
         self._cutoff = float(args["cutoff"])
         self._threebody_cutoff = float(args["threebody_cutoff"])
         return ModelInfo(
@@ -76,7 +82,15 @@ class MatterSimPotential(Potential):
     ) -> list[StructureResult]:
         """Runs the structures (validated by the harness) as one graph batch."""
         structures = list(batch_to_atoms(batch))
-        return list(self._predict(structures, properties)) if structures else []
+        results: list[StructureResult | None] = [None] * len(structures)
+
+        def run_pass(chunk: list[int]) -> None:
+            outputs = self._predict([structures[i] for i in chunk], properties)
+            for i, output in zip(chunk, outputs, strict=True):
+                results[i] = output
+
+        self.passes.run([len(atoms) for atoms in structures], run_pass, out_of_memory)
+        return fill_missing(results)
 
     def _predict(
         self, structures: list[Atoms], properties: Sequence[Property]
