@@ -124,11 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--endpoints", type=Path, help="JSON endpoint list {services: {name: target}}")
     run.add_argument(
         "--models",
-        help="comma-separated services (services/<name>/service.toml) to launch locally "
-        "(default: the default set)",
+        help="comma-separated services (services/<name>/service.toml, in the nearest "
+        "services/ at or above the working directory, or $UMLIP_SERVICES_DIR) to launch "
+        "locally (default: the default set)",
     )
     _add_checkpoint_flag(run)
-    run.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="structures to compute")
+    run.add_argument(
+        "--dataset",
+        type=Path,
+        default=DEFAULT_DATASET,
+        help="structures to compute (default: the bundled 20-material Materials Project sample)",
+    )
     run.add_argument("--out", type=Path, default=Path("results"), help="output directory")
     run.add_argument("--limit", type=_positive_int, help="only the first N materials")
     run.add_argument("--ion-mode", choices=("relaxed", "clamped"), default="relaxed")
