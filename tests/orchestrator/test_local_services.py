@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,12 @@ from ase.build import bulk
 
 from umlip_orchestrator.client import PotentialClient
 from umlip_orchestrator.evaluation import Evaluation
-from umlip_orchestrator.launcher import LauncherError, ensure_environment, read_service_list
+from umlip_orchestrator.launcher import (
+    LauncherError,
+    LocalFleet,
+    ensure_environment,
+    read_service_list,
+)
 
 
 def umlip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -88,3 +94,23 @@ def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
         ensure_environment(
             read_service_list()["emt"].__class__(name="x", project=tmp_path, module="x")
         )
+
+
+def test_a_service_that_cannot_start_is_skipped_with_its_reason(
+    chgnet_python: Path, emt_python: Path, tmp_path: Path
+) -> None:
+    """The reason is the service's own error line, without its log's time and level."""
+    services = read_service_list()
+    broken = [
+        replace(services["chgnet"], env={"UMLIP_CHECKPOINT": str(tmp_path / "missing.pth.tar")}),
+        replace(services["emt"], env={"UMLIP_DTYPE": "float32"}),
+    ]
+    with LocalFleet(broken, tmp_path / "logs", restart=False) as fleet:
+        reasons = dict(fleet.unavailable)
+    assert fleet.endpoints == {}
+    assert reasons["chgnet"].startswith("could not load chgnet: unknown CHGNet checkpoint"), reasons
+    assert reasons["emt"] == (
+        "umlip: cannot serve emt: emt runs in float64 only, not UMLIP_DTYPE=float32; unset it "
+        "(default float64) or set one of those"
+    )
+    assert (tmp_path / "logs" / "chgnet.log").read_text().count("ERROR") >= 1  # kept in full

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -265,8 +266,13 @@ class LocalFleet:
         self.stop()
 
 
+#: The harness's log prefix ("2026-12-02 11:33:58,428 ERROR umlip_serve.server: ").
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ [\w.]+: ")
+
+
 def _first_line_of_cause(text: str) -> str:
-    """The most telling line of a service's failure log (its last error line)."""
+    """The most telling line of a service's failure log (its last error line), without
+    the log's time, level and logger."""
     lines = [line for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line or "Error" in line]
-    return (errors or lines or [text])[-1].strip()
+    return _LOG_PREFIX.sub("", (errors or lines or [text])[-1].strip())
