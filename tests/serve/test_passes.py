@@ -13,9 +13,8 @@ from umlip_serve.passes import (
     MAX_GPU_EDGES,
     EdgeBudget,
     edge_budget,
-    out_of_memory,
 )
-from umlip_wire.errors import CalculatorSetupError
+from umlip_wire.errors import CalculatorSetupError, is_out_of_memory
 
 
 class OutOfMemoryError(RuntimeError):
@@ -48,7 +47,7 @@ def test_the_setting_is_read_and_checked() -> None:
 def test_passes_hold_at_most_the_budget_and_every_item_once() -> None:
     sizes = [30, 50, 20, 120, 10, 10]
     passes: list[list[int]] = []
-    EdgeBudget(100, "m").run(sizes, passes.append, out_of_memory)
+    EdgeBudget(100, "m").run(sizes, passes.append)
     assert passes == [[0, 1, 2], [3], [4, 5]]  # the 120-edge item runs alone
 
 
@@ -65,14 +64,14 @@ def test_a_pass_out_of_memory_halves_the_budget_and_the_rest_still_runs(
 
     budget = EdgeBudget(1_000, "chgnet")
     with caplog.at_level(logging.WARNING, logger="umlip_serve.passes"):
-        budget.run(sizes, device_of_35_edges, out_of_memory)
+        budget.run(sizes, device_of_35_edges)
     assert sorted(i for chunk in ran for i in chunk) == list(range(10))  # each once
     assert budget.edges == 25  # 100 -> 50 -> 25 edges: the first that fits
     assert all(sum(sizes[i] for i in chunk) <= 25 for chunk in ran)
     assert "chgnet: out of memory in a pass of 10 structures (100 graph edges)" in caplog.text
     assert "UMLIP_MAX_EDGES_PER_PASS" in caplog.text
     later: list[list[int]] = []
-    budget.run(sizes[:4], later.append, out_of_memory)  # the next call starts smaller
+    budget.run(sizes[:4], later.append)  # the next call starts smaller
     assert later == [[0, 1], [2, 3]]
 
 
@@ -81,14 +80,14 @@ def test_one_structure_too_large_for_memory_fails_and_other_errors_pass_through(
         raise OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(OutOfMemoryError):
-        EdgeBudget(1_000, "m").run([500], too_large, out_of_memory)
+        EdgeBudget(1_000, "m").run([500], too_large)
 
     def broken(chunk: list[int]) -> None:
         raise ValueError("a bug, not memory")
 
     budget = EdgeBudget(1_000, "m")
     with pytest.raises(ValueError, match="a bug"):
-        budget.run([10, 10], broken, out_of_memory)
+        budget.run([10, 10], broken)
     assert budget.edges == 1_000
 
 
@@ -103,7 +102,7 @@ def test_one_structure_too_large_for_memory_fails_and_other_errors_pass_through(
     ],
 )
 def test_what_counts_as_running_out_of_memory(error: BaseException, expected: bool) -> None:
-    assert out_of_memory(error) is expected
+    assert is_out_of_memory(error) is expected
 
 
 def test_a_budget_must_be_positive() -> None:
@@ -132,7 +131,7 @@ def test_an_unbounded_budget_runs_a_call_in_one_pass_until_memory_runs_out() -> 
     sizes = [40, 40, 40, 40]
     passes: list[list[int]] = []
     unbounded = EdgeBudget(None, "mattersim", unit="atoms")
-    unbounded.run(sizes, passes.append, out_of_memory)
+    unbounded.run(sizes, passes.append)
     assert passes == [[0, 1, 2, 3]] and unbounded.edges is None
 
     def device_of_100_atoms(chunk: list[int]) -> None:
@@ -141,5 +140,5 @@ def test_an_unbounded_budget_runs_a_call_in_one_pass_until_memory_runs_out() -> 
         passes.append(chunk)
 
     passes.clear()
-    unbounded.run(sizes, device_of_100_atoms, out_of_memory)
+    unbounded.run(sizes, device_of_100_atoms)
     assert passes == [[0, 1], [2, 3]] and unbounded.edges == 80

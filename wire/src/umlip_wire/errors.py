@@ -73,20 +73,28 @@ class StructureFailure(Exception):  # noqa: N818 - a failure value raised inside
         self.error = StructureError(code=code, message=message)
 
 
-_OOM_MARKERS = ("out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+#: Messages of torch's RuntimeErrors that mean memory ran out: a GPU's, cuBLAS's, and its
+#: CPU allocator's ("DefaultCPUAllocator: can't allocate memory").
+_OOM_MARKERS = (
+    "out of memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "can't allocate memory",
+)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether an exception from a model library means it ran out of memory.
 
-    torch raises ``torch.OutOfMemoryError`` (a RuntimeError subclass); the harness cannot
-    import torch, so it matches the class name and the message.
+    torch raises ``torch.OutOfMemoryError`` (a RuntimeError subclass) and RuntimeErrors
+    with the messages above; the harness cannot import torch, so it matches the class
+    name and, for RuntimeErrors, the message.
     """
     if isinstance(error, MemoryError | ResourceExhaustedError):
         return True
     name = type(error).__name__
-    return name in {"OutOfMemoryError", "OutOfMemory"} or any(
-        marker in str(error) for marker in _OOM_MARKERS
+    return name in {"OutOfMemoryError", "OutOfMemory"} or (
+        isinstance(error, RuntimeError) and any(marker in str(error) for marker in _OOM_MARKERS)
     )
 
 

@@ -52,7 +52,7 @@ from umlip_serve import (
     file_sha256,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, out_of_memory
+from umlip_serve.passes import EdgeBudget
 
 
 def predict(
@@ -171,7 +171,7 @@ class CHGNetPotential(Potential):
             for i, prediction in zip(chunk, predictions, strict=True):
                 results[owners[i]] = self._output(prediction, batch, owners[i], properties)
 
-        self.passes.run([len(g.atom_graph) for g in graphs], run_pass, out_of_memory)
+        self.passes.run([len(g.atom_graph) for g in graphs], run_pass)
         return [r if r is not None else _failed("not computed") for r in results]
 
     def _output(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from umlip_wire.batch import chunk_by_budget
+from umlip_wire.errors import is_out_of_memory
 
 logger = logging.getLogger("umlip_serve.passes")
 
@@ -54,17 +55,6 @@ def edge_budget(
     return max(cpu_edges, min(fits, MAX_GPU_EDGES))
 
 
-def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is a pass running out of memory: torch's ``OutOfMemoryError``
-    (a GPU), its CPU allocator's failure, or Python's ``MemoryError``."""
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
 class EdgeBudget:
     """Runs items (graphs) in passes of at most :attr:`edges` edges each (None: all the
     items of a call in one pass); a pass that runs out of memory halves the budget for
@@ -94,14 +84,11 @@ class EdgeBudget:
         )
         return cls(edges, potential.name)
 
-    def run(
-        self,
-        sizes: Sequence[int],
-        run_pass: Callable[[list[int]], None],
-        is_out_of_memory: Callable[[BaseException], bool],
-    ) -> None:
+    def run(self, sizes: Sequence[int], run_pass: Callable[[list[int]], None]) -> None:
         """Calls ``run_pass`` with consecutive index groups of ``sizes`` (edges per item)
-        that fit the budget, each item exactly once.
+        that fit the budget, each item exactly once. Running out of memory is what
+        :func:`umlip_wire.errors.is_out_of_memory` says it is (as for the server's
+        RESOURCE_EXHAUSTED answer).
 
         Raises:
             BaseException: whatever ``run_pass`` raised that is not running out of

@@ -234,13 +234,13 @@ def assert_passes_survive_running_out_of_memory(
     class SmallDevice(EdgeBudget):
         """The adapter's own passes, on a device that holds one structure at a time."""
 
-        def run(self, sizes, run_pass, is_out_of_memory):  # type: ignore[no-untyped-def]
+        def run(self, sizes, run_pass):  # type: ignore[no-untyped-def]
             def on_small_device(chunk: list[int]) -> None:
                 if len(chunk) > 1:
                     raise error_type("CUDA out of memory. Tried to allocate 2.00 GiB")
                 run_pass(chunk)
 
-            super().run(sizes, on_small_device, is_out_of_memory)
+            super().run(sizes, on_small_device)
 
     small = copy.copy(potential)  # shares the loaded model
     small.passes = SmallDevice(budget, potential.name)

@@ -47,7 +47,7 @@ from umlip_serve import (
     fill_missing,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, out_of_memory
+from umlip_serve.passes import EdgeBudget
 
 #: HIENet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
 TO_ASE_VOIGT = [0, 1, 2, 4, 5, 3]
@@ -140,7 +140,7 @@ class HIENetPotential(Potential):
                     stress=stresses[k] if Property.STRESS in properties else None,
                 )
 
-        self.passes.run([g[keys.EDGE_IDX].shape[1] for g in graphs], run_pass, out_of_memory)
+        self.passes.run([g[keys.EDGE_IDX].shape[1] for g in graphs], run_pass)
         return fill_missing(results)
 
     @property

@@ -34,7 +34,7 @@ from umlip_serve import (
     package_versions,
 )
 from umlip_serve.checkpoint_scan import TENSOR_CHECKPOINT_GLOBALS
-from umlip_serve.passes import EdgeBudget, out_of_memory
+from umlip_serve.passes import EdgeBudget
 
 #: Keys MACECalculator reads from ``Atoms.info`` (absent keys are simply unused).
 _INFO_KEYS = {"total_spin": "spin", "total_charge": "charge", "external_field": "external_field"}
@@ -127,7 +127,7 @@ class MACEPotential(Potential):
             for i, output in zip(chunk, outputs, strict=True):
                 results[rows[i]] = output
 
-        self.passes.run([int(g.edge_index.shape[1]) for g in graphs], run_pass, out_of_memory)
+        self.passes.run([int(g.edge_index.shape[1]) for g in graphs], run_pass)
         return fill_missing(results)
 
     def _forward(

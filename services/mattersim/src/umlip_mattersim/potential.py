@@ -37,7 +37,7 @@ from umlip_serve import (
     fill_missing,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, out_of_memory
+from umlip_serve.passes import EdgeBudget
 
 _VERSIONED = ("mattersim", "torch", "e3nn", "torch-geometric", "pymatgen-core", "ase", "numpy")
 
@@ -89,7 +89,7 @@ class MatterSimPotential(Potential):
             for i, output in zip(chunk, outputs, strict=True):
                 results[i] = output
 
-        self.passes.run([len(atoms) for atoms in structures], run_pass, out_of_memory)
+        self.passes.run([len(atoms) for atoms in structures], run_pass)
         return fill_missing(results)
 
     def _predict(

@@ -36,7 +36,7 @@ from umlip_serve import (
     fill_missing,
     package_versions,
 )
-from umlip_serve.passes import EdgeBudget, out_of_memory
+from umlip_serve.passes import EdgeBudget
 from umlip_sevennet.checkpoint import DEFAULT_CHECKPOINT, resolve_checkpoint
 
 #: SevenNet's stress order xx yy zz xy yz zx taken to ASE's xx yy zz yz xz xy.
@@ -118,7 +118,7 @@ class SevenNetPotential(Potential):
                     stress=stresses[k] if Property.STRESS in properties else None,
                 )
 
-        self.passes.run([g[keys.EDGE_IDX].shape[1] for g in graphs], run_pass, out_of_memory)
+        self.passes.run([g[keys.EDGE_IDX].shape[1] for g in graphs], run_pass)
         return fill_missing(results)
 
     @property
