@@ -19,12 +19,12 @@ import pytest
 from conftest import service_python
 from shared_data import REPO_ROOT
 
-from umlip_orchestrator.cli import DEFAULT_DATASET
+from umlip_orchestrator.package_data import BUNDLED_SAMPLE
 from umlip_orchestrator.runner import RunConfig, run_benchmark
 from umlip_orchestrator.workflow import WorkflowSettings
 from umlip_wire.process import ServiceProcess
 
-SAMPLE = DEFAULT_DATASET
+SAMPLE = BUNDLED_SAMPLE
 
 
 @pytest.fixture(scope="module", autouse=True)

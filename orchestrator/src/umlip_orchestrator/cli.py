@@ -23,9 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from umlip_orchestrator import __version__
-from umlip_orchestrator.datasets import BUNDLED_SAMPLE
+from umlip_orchestrator.package_data import BUNDLED_SAMPLE
 
-DEFAULT_DATASET = BUNDLED_SAMPLE
 DEFAULT_STATE_DIR = Path(".umlip")
 
 
@@ -132,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dataset",
         type=Path,
-        default=DEFAULT_DATASET,
+        default=BUNDLED_SAMPLE,
         help="structures to compute (default: the bundled 20-material Materials Project sample)",
     )
     run.add_argument("--out", type=Path, default=Path("results"), help="output directory")

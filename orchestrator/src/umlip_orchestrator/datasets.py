@@ -27,7 +27,6 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,6 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from umlip_wire.digest import file_sha256
 
-#: The default dataset of ``umlip run``, package data (see the README.md next to it):
-#: 20 binaries of the Materials Project elasticity set with their DFT K_VRH and G_VRH.
-BUNDLED_SAMPLE = Path(
-    str(resources.files("umlip_orchestrator") / "data" / "mp-binary-sample-20.json.gz")
-)
 _ID_KEYS = ("mp_id", "material_id", "id")
 _K_KEYS = ("K_VRH", "k_vrh", "bulk_modulus_vrh", "bulk_modulus")
 _G_KEYS = ("G_VRH", "g_vrh", "shear_modulus_vrh", "shear_modulus")
@@ -134,7 +128,7 @@ def load_dataset(
     if not path.exists():
         raise DatasetError(f"dataset path does not exist: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = _folder_files(path)
         if not files:
             raise DatasetError(f"dataset directory contains no files: {path}")
     else:
@@ -183,8 +177,7 @@ def dataset_sha256(path: Path) -> str:
     path = Path(path)
     if not path.is_dir():
         return file_sha256(path)
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    listing = "".join(f"{p.name} {file_sha256(p)}\n" for p in files)
+    listing = "".join(f"{p.name} {file_sha256(p)}\n" for p in _folder_files(path))
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
@@ -208,6 +201,11 @@ def sample_dataset(materials: Sequence[Material], n: int, seed: int) -> list[Mat
 
 
 _Item = tuple[str, Material] | DatasetProblem
+
+
+def _folder_files(path: Path) -> list[Path]:
+    """The files a dataset folder holds, as they are read: sorted, hidden ones left out."""
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def _is_json(path: Path) -> bool:

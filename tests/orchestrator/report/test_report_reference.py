@@ -216,7 +216,8 @@ def test_run_structures_found_by_digest_when_the_run_path_is_gone(tmp_path: Path
     """A run made elsewhere (a container reads the bundled sample from its installed
     package) still finds its structures here by the dataset's digest; a dataset file
     that changed since the run is not used."""
-    from umlip_orchestrator.datasets import BUNDLED_SAMPLE, dataset_sha256, load_dataset
+    from umlip_orchestrator.datasets import dataset_sha256, load_dataset
+    from umlip_orchestrator.package_data import BUNDLED_SAMPLE
     from umlip_orchestrator.report.reference import structures_from_manifest
 
     bundled, _ = load_dataset(BUNDLED_SAMPLE)

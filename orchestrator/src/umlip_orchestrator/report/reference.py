@@ -32,13 +32,9 @@ import numpy as np
 from ase import Atoms
 from numpy.typing import NDArray
 
-from umlip_orchestrator.datasets import (
-    BUNDLED_SAMPLE,
-    DatasetError,
-    dataset_sha256,
-    load_dataset,
-)
+from umlip_orchestrator.datasets import DatasetError, dataset_sha256, load_dataset
 from umlip_orchestrator.elastic import derive_properties, derived_from_moduli
+from umlip_orchestrator.package_data import BUNDLED_SAMPLE
 from umlip_orchestrator.report.errors import ReportError
 
 NAN = math.nan
@@ -317,7 +313,7 @@ def structures_from_manifest(
         try:
             if not path.exists() and digest and digest == dataset_sha256(BUNDLED_SAMPLE):
                 path = BUNDLED_SAMPLE  # e.g. run in a container: the same sample here
-            if digest and path.exists() and dataset_sha256(path) != digest:
+            elif digest and path.exists() and dataset_sha256(path) != digest:
                 notes.append(
                     f"run dataset {text} changed since the run (sha256 {digest[:12]} then): "
                     "no DFT Debye temperature from it"
