@@ -127,7 +127,9 @@ def test_an_adapter_budget_comes_from_its_settings_and_class() -> None:
     assert chosen.edges == 777
 
 
-def test_an_unbounded_budget_runs_a_call_in_one_pass_until_memory_runs_out() -> None:
+def test_an_unbounded_budget_runs_a_call_in_one_pass_until_memory_runs_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     sizes = [40, 40, 40, 40]
     passes: list[list[int]] = []
     unbounded = EdgeBudget(None, "mattersim", unit="atoms")
@@ -140,5 +142,8 @@ def test_an_unbounded_budget_runs_a_call_in_one_pass_until_memory_runs_out() -> 
         passes.append(chunk)
 
     passes.clear()
-    unbounded.run(sizes, device_of_100_atoms)
+    with caplog.at_level(logging.WARNING, logger="umlip_serve.passes"):
+        unbounded.run(sizes, device_of_100_atoms)
     assert passes == [[0, 1], [2, 3]] and unbounded.edges == 80
+    assert "mattersim: out of memory in a pass of 4 structures (160 atoms)" in caplog.text
+    assert "UMLIP_MAX_EDGES_PER_PASS" not in caplog.text  # a setting of edges, not atoms

@@ -108,12 +108,16 @@ class EdgeBudget:
                 self.edges = max(1, min(self.edges or edges, edges) // 2)
                 logger.warning(
                     "%s: out of memory in a pass of %d structures (%d %s); passes now "
-                    "hold at most %d (set UMLIP_MAX_EDGES_PER_PASS to fix it)",
+                    "hold at most %d%s",
                     self._model,
                     len(chunk),
                     edges,
                     self._unit,
                     self.edges,
+                    # The setting counts edges; a budget in other units has none.
+                    " (set UMLIP_MAX_EDGES_PER_PASS to fix it)"
+                    if self._unit == "graph edges"
+                    else "",
                 )
                 continue
             start += len(chunk)

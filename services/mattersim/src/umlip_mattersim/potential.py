@@ -1,10 +1,10 @@
 """MatterSim (M3GNet) as a umlip :class:`Potential`: one forward pass per batch.
 
 All structures of a call go through mattersim's ``build_dataloader`` as one batch and
-``Potential.predict_properties`` (what ``MatterSimCalculator`` does for one structure).
-A call's structures go through in one pass; should it run out of memory, the pass is
-split (:class:`umlip_serve.passes.EdgeBudget`, counted in atoms: mattersim builds the
-graphs inside its dataloader) instead of failing the call.
+``Potential.predict_properties`` (what ``MatterSimCalculator`` does for one structure);
+should that pass run out of memory, it is split (:class:`umlip_serve.passes.EdgeBudget`,
+counted in atoms: mattersim builds the graphs inside its dataloader) instead of failing
+the call.
 MatterSim builds its graphs in float32 only, so the model runs in float32 whatever
 ``UMLIP_DTYPE`` asks, and GetModelInfo says so. Its stress is in GPa with ASE's sign:
 it is converted to eV/Å^3 and reshaped to Voigt order here.
